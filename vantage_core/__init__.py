@@ -1,0 +1,9 @@
+"""Vantage core: config, data, SQL tools, MLX MoE model, trainer and evaluation.
+
+Knows nothing of Optuna; studies/ and runners/ build on `train(config, data, callbacks)`.
+"""
+from .config import Config, DataConfig, EvalConfig, ModelConfig, TrainingConfig, load_config
+from .errors import ConfigError, DataError, VantageError
+
+__all__ = ["Config", "ModelConfig", "DataConfig", "TrainingConfig", "EvalConfig", "load_config",
+           "VantageError", "ConfigError", "DataError"]
