@@ -1,0 +1,7 @@
+from .attention import Attention, KVCache
+from .experts import Experts, capacity_for
+from .router import Routing, route
+from .transformer import MoETransformer, count_parameters
+
+__all__ = ["Attention", "KVCache", "Experts", "capacity_for", "Routing", "route",
+           "MoETransformer", "count_parameters"]

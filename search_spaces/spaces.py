@@ -1,0 +1,69 @@
+"""The shipped search spaces. Parameter names are stable: studies depend on them."""
+
+from __future__ import annotations
+
+from vantage_core.config import Config
+
+from .base import GUIDE_LR, LR_MARGIN, Range, SearchSpace, apply_params, model_size
+
+
+def lr_ranges(base: Config) -> dict[str, Range]:
+    lo, hi = GUIDE_LR[model_size(base)]
+    return {"learning_rate": Range(lo / LR_MARGIN, hi * LR_MARGIN, log=True)}
+
+
+def warmup_ranges(base: Config) -> dict[str, Range]:
+    # The guide: warmup is typically 1-2% of total steps; searched from 0.5% to 4%.
+    n = base.training.num_train_steps
+    return {"warmup_steps": Range(max(0, int(0.005 * n)), max(1, int(0.04 * n)), kind="int")}
+
+
+def aux_ranges(base: Config) -> dict[str, Range]:
+    return {"router_aux_loss_coef": Range(1e-3, 5e-2, log=True)}
+
+
+def capacity_ranges(base: Config) -> dict[str, Range]:
+    return {"expert_capacity": Range(1.0, 2.0)}
+
+
+def joint_ranges(base: Config) -> dict[str, Range]:
+    return {**lr_ranges(base), **warmup_ranges(base), **aux_ranges(base), **capacity_ranges(base)}
+
+
+def zloss_ranges(base: Config) -> dict[str, Range]:
+    return {"router_z_loss_coef": Range(1e-4, 1e-2, log=True)}
+
+
+def wd_ranges(base: Config) -> dict[str, Range]:
+    return {"weight_decay": Range(0.0, 0.3)}
+
+
+def dropout_ranges(base: Config) -> dict[str, Range]:
+    return {"expert_dropout": Range(0.0, 0.3)}
+
+
+def batch_ranges(base: Config) -> dict[str, Range]:
+    # Effective batch = batch_size x gradient_accumulation_steps; the guide recommends 32-64
+    # for small/medium. Searched over the per-step batch at fixed accumulation.
+    acc = base.training.gradient_accumulation_steps
+    choices = tuple(sorted({max(1, b // acc) for b in (8, 16, 32, 64)}))
+    return {"batch_size": Range(0, 0, kind="categorical", choices=choices)}
+
+
+def topk_ranges(base: Config) -> dict[str, Range]:
+    return {"num_experts_per_token": Range(0, 0, kind="categorical",
+                                           choices=tuple(k for k in (1, 2) if k <= base.model.num_experts))}
+
+
+SPACES: dict[str, SearchSpace] = {s.name: s for s in [
+    SearchSpace("lr", "learning rate (log), the guide's band per model size widened 2x", lr_ranges, apply_params),
+    SearchSpace("warmup", "warmup steps, 0.5-4% of num_train_steps", warmup_ranges, apply_params),
+    SearchSpace("aux-loss", "router aux-loss coefficient 0.001-0.05 (log)", aux_ranges, apply_params),
+    SearchSpace("capacity", "expert capacity factor 1.0-2.0", capacity_ranges, apply_params),
+    SearchSpace("joint", "lr + warmup + aux-loss + capacity together", joint_ranges, apply_params),
+    SearchSpace("z-loss", "router z-loss coefficient 1e-4-1e-2 (log)", zloss_ranges, apply_params),
+    SearchSpace("weight-decay", "AdamW weight decay 0-0.3", wd_ranges, apply_params),
+    SearchSpace("expert-dropout", "expert dropout 0-0.3", dropout_ranges, apply_params),
+    SearchSpace("batch-size", "effective batch size 8-64 (per-step batch at fixed accumulation)", batch_ranges, apply_params),
+    SearchSpace("top-k", "experts per token, 1 or 2", topk_ranges, apply_params),
+]}

@@ -1,0 +1,221 @@
+"""`vantage-sweep`: run a hyperparameter sweep, or report on / inspect studies.
+
+    vantage-sweep lr --model tiny                 # an LR sweep, SQLite storage in ./
+    vantage-sweep joint --model small --storage postgresql://user@127.0.0.1/optuna
+    vantage-sweep report STUDY --storage URL --out DIR
+    vantage-sweep status --storage URL
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from search_spaces import SPACES, get_space
+from vantage_core.errors import VantageError, run_cli
+
+from .storage import DEFAULT_STORAGE, redact
+
+log = logging.getLogger("vantage.sweep")
+
+COMMANDS = ("report", "status")
+
+
+def _sweep_parser() -> argparse.ArgumentParser:
+    spaces = "\n".join(f"  {n:<15} {s.description}" for n, s in SPACES.items())
+    p = argparse.ArgumentParser(
+        prog="vantage-sweep",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run a pruned Optuna sweep of MLX MoE text-to-SQL training trials.",
+        epilog=f"sweeps:\n{spaces}\n\nother commands: vantage-sweep report|status --help",
+    )
+    p.add_argument("sweep", choices=list(SPACES), metavar="SWEEP", help="which search space to sweep (below)")
+    p.add_argument("--model", default="tiny",
+                   help="model config: tiny, small, medium, large (shipped YAML) or a path (default: tiny)")
+    p.add_argument("--trials", type=int, default=8, help="number of trials to add in this run (default: 8)")
+    p.add_argument("--timeout", type=float, default=None, help="stop starting new trials after this many seconds")
+    p.add_argument("--storage", default=DEFAULT_STORAGE,
+                   help=f"Optuna storage URL (default: {DEFAULT_STORAGE}); postgresql://, mysql+pymysql://, "
+                        "or journal:PATH for many local processes")
+    p.add_argument("--study-name", default=None,
+                   help="study to create or continue (default: <sweep>-<model>-<data>)")
+    p.add_argument("--sampler", default="tpe", help="tpe, random, grid, cmaes, qmc or nsga2 (default: tpe)")
+    p.add_argument("--pruner", default="median", help="median, hyperband, sha or none (default: median)")
+    p.add_argument("--n-jobs", type=int, default=1, help="trials run at once as separate processes (default: 1)")
+    p.add_argument("--steps-per-trial", type=int, default=None,
+                   help="training steps per trial (default: the config's num_train_steps)")
+    p.add_argument("--objectives", default="exact_match",
+                   help="comma list of exact_match, peak_memory, tokens_per_sec. More than one makes a "
+                        "multi-objective study (NSGA-II), which runs UNPRUNED: Optuna cannot report "
+                        "intermediate values for multi-objective trials")
+    p.add_argument("--data", default=None,
+                   help="training data: synthetic (embedded default) or spider:PATH (default: the config's data.source)")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
+    p.add_argument("--ranges", default=None,
+                   help="YAML file overriding parameter ranges, e.g. {learning_rate: {low: 1e-4, high: 1e-2, log: true}}")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a base-config key for every trial (repeatable)")
+    p.add_argument("--out", default="sweeps", help="folder for trial runs and reports (default: ./sweeps)")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep checkpoints of pruned trials")
+    p.add_argument("--new-study", action="store_true", help="refuse to continue an existing study of that name")
+    p.add_argument("--accept-mismatch", action="store_true",
+                   help="continue a study even though its fingerprint (data, base config, code) changed")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def _report_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vantage-sweep report", description="Write a study's report (CSV, Markdown).")
+    p.add_argument("study", help="study name")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default: {DEFAULT_STORAGE})")
+    p.add_argument("--out", default=None, help="output folder (default: sweeps/<study>/report)")
+    return p
+
+
+def _status_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vantage-sweep status", description="List studies with trial counts and best value.")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default: {DEFAULT_STORAGE})")
+    return p
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def cmd_sweep(args) -> int:
+    import optuna
+    import yaml
+
+    from reports.trials import write_trials_report
+    from runners.inprocess import run_inprocess
+    from vantage_core.config import load_config, parse_overrides
+    from vantage_core.data.prepare import prepare_data
+
+    from .objective import OBJECTIVES, TrialSpec
+    from .storage import open_storage
+    from .study import PRUNERS, SAMPLERS, fingerprint_parts, make_pruner, make_sampler, open_study
+
+    # Validate everything before touching storage, so bad input never changes a study.
+    space = get_space(args.sweep)
+    if args.sampler not in SAMPLERS:
+        raise VantageError(f"unknown sampler '{args.sampler}' (choose from {', '.join(SAMPLERS)})")
+    if args.pruner not in PRUNERS:
+        raise VantageError(f"unknown pruner '{args.pruner}' (choose from {', '.join(PRUNERS)})")
+    objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
+    for o in objectives:
+        if o not in OBJECTIVES:
+            raise VantageError(f"unknown objective '{o}' (choose from {', '.join(OBJECTIVES)})")
+    if args.trials <= 0:
+        raise VantageError(f"--trials must be > 0, got {args.trials}")
+    if args.steps_per_trial is not None and args.steps_per_trial <= 0:
+        raise VantageError(f"--steps-per-trial must be > 0, got {args.steps_per_trial}")
+    overrides = parse_overrides(args.set)
+    if args.data:
+        overrides.setdefault("data", {})["source"] = args.data
+    base = load_config(args.model, overrides)
+    ranges = None
+    if args.ranges:
+        try:
+            ranges = yaml.safe_load(Path(args.ranges).read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise VantageError(f"{args.ranges}: cannot read ranges ({e})") from None
+        if ranges is not None and not isinstance(ranges, dict):
+            raise VantageError(f"{args.ranges}: expected a mapping of parameter -> {{low, high, log}}")
+    space.ranges(base, ranges)  # invalid spaces fail here, before any trial
+    data = prepare_data(base)
+    storage = open_storage(args.storage)
+    model_name = args.model if args.model in ("tiny", "small", "medium", "large") else Path(args.model).stem
+    data_name = base.data.source.split(":")[0]
+    study_name = args.study_name or f"{args.sweep}-{model_name}-{data_name}"
+    multi = len(objectives) > 1
+    sampler_name = "nsga2" if multi and args.sampler == "tpe" else args.sampler
+    sampler = make_sampler(sampler_name, args.seed, space, base, ranges)
+    steps = args.steps_per_trial or base.training.num_train_steps
+    pruner = make_pruner("none" if multi else args.pruner, max_resource=steps)
+    fp = fingerprint_parts(space, base, data.describe(), objectives, args.steps_per_trial)
+    directions = [OBJECTIVES[o][0] for o in objectives]
+    study = open_study(storage, study_name, directions, sampler, pruner, fp,
+                       new_study=args.new_study, accept_mismatch=args.accept_mismatch)
+    if multi:
+        log.info("multi-objective study (%s): trials run unpruned", ", ".join(objectives))
+    if not study.trials:
+        # Every study starts with the guide's default configuration as its baseline.
+        study.enqueue_trial(space.params_of(base), user_attrs={"baseline": True})
+    study.set_user_attr("model", args.model)
+    study.set_user_attr("sweep", args.sweep)
+    study.set_user_attr("data", data.describe())
+    out_root = Path(args.out) / study_name
+    spec = TrialSpec(space=space, base=base, objectives=objectives, ranges=ranges,
+                     steps_per_trial=args.steps_per_trial, runs_dir=out_root / "trials",
+                     keep_checkpoints=args.keep_checkpoints)
+    log.info("study %s in %s: %d trials so far, adding %d", study_name, redact(args.storage),
+             len(study.trials), args.trials)
+    run_inprocess(study, spec, data, n_trials=args.trials, timeout=args.timeout, n_jobs=args.n_jobs)
+    report_dir = write_trials_report(study, out_root / "report")
+    counts = {}
+    for t in study.trials:
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    print(f"study {study_name}: {len(study.trials)} trials ({', '.join(f'{v} {k}' for k, v in counts.items())})")
+    if not multi:
+        try:
+            b = study.best_trial
+            print(f"best: trial {b.number} exact_match={b.value:.3f} params={b.params}")
+        except ValueError:
+            print("best: no completed trial yet")
+    print(f"report: {report_dir}/report.md")
+    return 0
+
+
+def cmd_report(args) -> int:
+    import optuna
+
+    from reports.trials import write_trials_report
+
+    from .storage import open_storage
+    storage = open_storage(args.storage, heartbeat_interval=None)
+    try:
+        study = optuna.load_study(study_name=args.study, storage=storage)
+    except KeyError:
+        raise VantageError(f"study '{args.study}' not found in {redact(args.storage)}") from None
+    out = write_trials_report(study, args.out or Path("sweeps") / args.study / "report")
+    print(f"report: {out}/report.md")
+    return 0
+
+
+def cmd_status(args) -> int:
+    import optuna
+
+    from .storage import open_storage
+    storage = open_storage(args.storage, heartbeat_interval=None)
+    sums = optuna.get_all_study_summaries(storage, include_best_trial=True)
+    if not sums:
+        print(f"no studies in {redact(args.storage)}")
+    for s in sums:
+        best = f"{s.best_trial.value:.3f}" if s.best_trial is not None and s.best_trial.value is not None else "-"
+        print(f"{s.study_name:<40} trials={s.n_trials:<5} best={best}")
+    return 0
+
+
+def _main(argv) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS:
+        cmd, rest = argv[0], argv[1:]
+        parser = {"report": _report_parser, "status": _status_parser}[cmd]()
+        args = parser.parse_args(rest)
+        setup_logging()
+        return {"report": cmd_report, "status": cmd_status}[cmd](args)
+    parser = _sweep_parser()
+    if argv and not argv[0].startswith("-") and argv[0] not in SPACES:
+        raise VantageError(f"unknown sweep '{argv[0]}' (choose from {', '.join(SPACES)}, or report, status)")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    return cmd_sweep(args)
+
+
+def main(argv=None) -> int:
+    sys.exit(run_cli(_main, argv))

@@ -1,0 +1,58 @@
+"""Storage URLs: Optuna RDB URLs (sqlite:///, postgresql://, mysql+pymysql://) and
+``journal:PATH`` for Optuna's JournalStorage (many local processes, no server)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import optuna
+
+from vantage_core.errors import StorageError
+
+DEFAULT_STORAGE = "sqlite:///vantage_studies.db"
+
+
+def redact(url: str) -> str:
+    """Hide the password in ``scheme://user:password@host``."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def open_storage(url: str, *, heartbeat_interval: int | None = 60, grace_period: int | None = 180):
+    url = url or DEFAULT_STORAGE
+    if url.startswith("journal:"):
+        path = Path(url.split(":", 1)[1]).expanduser()
+        if not path.parent.is_dir():
+            raise StorageError(f"storage '{url}': folder {path.parent} does not exist")
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+        try:
+            return JournalStorage(JournalFileBackend(str(path)))
+        except OSError as e:
+            raise StorageError(f"storage '{url}': cannot open ({e.strerror})") from None
+    if "://" not in url:
+        raise StorageError(f"storage '{redact(url)}': not a storage URL (e.g. sqlite:///studies.db, "
+                           "postgresql://user@127.0.0.1/db, journal:./studies.log)")
+    scheme = url.split("://", 1)[0]
+    if not re.fullmatch(r"(sqlite|postgresql|postgres|mysql|mariadb)(\+\w+)?", scheme):
+        raise StorageError(f"storage '{redact(url)}': unsupported scheme '{scheme}' "
+                           "(sqlite, postgresql, mysql, or journal:PATH)")
+    if scheme.startswith("sqlite"):
+        p = url.split(":///", 1)[-1]
+        if p and p != ":memory:" and not Path(p).expanduser().resolve().parent.is_dir():
+            raise StorageError(f"storage '{url}': folder {Path(p).parent} does not exist")
+    kwargs = {}
+    if heartbeat_interval:
+        # A worker that dies leaves its trial RUNNING; heartbeats let others fail and retry it.
+        kwargs = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period,
+                  "failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
+    engine_kwargs = {"pool_pre_ping": True}
+    if scheme.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+    except ImportError as e:
+        raise StorageError(f"storage '{redact(url)}': driver missing ({e.name}); "
+                           "pip install psycopg2-binary or pymysql") from None
+    except Exception as e:  # sqlalchemy OperationalError/ArgumentError etc.
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise StorageError(f"storage '{redact(url)}': cannot connect ({redact(msg)[:200]})") from None
