@@ -6,9 +6,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import warnings
+
 import optuna
 
 from vantage_core.errors import StorageError
+
+# Heartbeats are marked experimental by Optuna; they are what makes worker crashes safe here.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 DEFAULT_STORAGE = "sqlite:///vantage_studies.db"
 
@@ -44,14 +49,14 @@ def open_storage(url: str, *, heartbeat_interval: int | None = 60, grace_period:
     if heartbeat_interval:
         # A worker that dies leaves its trial RUNNING; heartbeats let others fail and retry it.
         kwargs = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period,
-                  "failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
+                  "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
     engine_kwargs = {"pool_pre_ping": True}
     if scheme.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": 60}}
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except ImportError as e:
-        raise StorageError(f"storage '{redact(url)}': driver missing ({e.name}); "
+        raise StorageError(f"storage '{redact(url)}': database driver missing ({e}); "
                            "pip install psycopg2-binary or pymysql") from None
     except Exception as e:  # sqlalchemy OperationalError/ArgumentError etc.
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__

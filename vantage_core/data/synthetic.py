@@ -253,6 +253,151 @@ def _split_col(spec: str) -> tuple[str, str | None]:
 
 
 # ----------------------------------------------------------------------------------------
+# Naming variation. Variant 1 of a domain uses the base names above; later variants rename
+# tables and columns from per-concept synonym pools (rotating, so variants 2, 3, 4 of a domain
+# get different words), sometimes with a generic prefix/suffix. Questions are worded from the
+# renamed schema and foreign keys follow the renamed parent (`<parent>_id`), so copying from
+# question and schema still works while table names cannot be memorized per domain.
+# Words are plain identifiers (no SQL keywords) whose plural() reads naturally.
+# ----------------------------------------------------------------------------------------
+TABLE_SYNONYMS: dict[str, list[str]] = {
+    "school": ["academy", "college", "institute"],
+    "teacher": ["instructor", "tutor", "educator", "lecturer"],
+    "student": ["pupil", "learner", "trainee"],
+    "course": ["lesson", "module", "seminar"],
+    "store": ["shop", "outlet", "branch"],
+    "customer": ["client", "shopper", "buyer"],
+    "product": ["item", "article", "ware"],
+    "purchase": ["sale", "receipt", "checkout"],
+    "hospital": ["clinic", "infirmary", "medical_center"],
+    "doctor": ["physician", "medic", "surgeon"],
+    "patient": ["inpatient", "outpatient", "care_recipient"],
+    "appointment": ["meeting", "session", "slot"],
+    "airline": ["carrier", "air_company", "operator"],
+    "flight": ["route", "trip", "journey"],
+    "passenger": ["traveler", "flyer", "rider"],
+    "booking": ["reservation", "ticket", "flight_booking"],
+    "library": ["archive", "reading_room", "media_center"],
+    "author": ["writer", "novelist", "poet"],
+    "book": ["novel", "volume", "publication"],
+    "member": ["reader", "borrower", "patron"],
+    "loan": ["borrowing", "lending", "rental"],
+    "artist": ["musician", "performer", "singer"],
+    "album": ["record", "disc", "collection"],
+    "song": ["track", "tune", "piece"],
+    "concert": ["gig", "show", "performance"],
+    "team": ["club", "squad", "franchise"],
+    "player": ["athlete", "competitor", "team_member"],
+    "coach": ["trainer", "mentor", "manager"],
+    "game": ["fixture", "contest", "matchup"],
+    "department": ["division", "unit", "section"],
+    "employee": ["staff_member", "worker", "associate"],
+    "project": ["initiative", "program", "venture"],
+    "assignment": ["allocation", "task", "posting"],
+    "restaurant": ["eatery", "diner", "bistro"],
+    "chef": ["cook", "head_cook", "culinarian"],
+    "dish": ["meal", "menu_item", "plate"],
+    "review": ["critique", "evaluation", "comment"],
+    "museum": ["gallery", "exhibit_hall", "heritage_site"],
+    "exhibition": ["exhibit", "display", "showcase"],
+    "visitor": ["attendee", "tourist", "sightseer"],
+    "visit": ["admission", "tour", "ticket_sale"],
+    "hotel": ["inn", "lodge", "resort"],
+    "room": ["chamber", "suite", "lodging"],
+    "guest": ["lodger", "resident", "occupant"],
+    "stay": ["sojourn", "residence", "occupancy"],
+    "cinema": ["theater", "movie_house", "multiplex"],
+    "movie": ["film", "picture", "feature"],
+    "actor": ["star", "cast_member", "actress"],
+    "screening": ["showing", "showtime", "projection"],
+}
+TABLE_PREFIXES = ["local", "regional", "registered"]
+TABLE_SUFFIXES = ["record", "entry"]
+COLUMN_SYNONYMS: dict[str, list[str]] = {
+    "name": ["label", "title", "full_name"], "title": ["name", "label", "heading"],
+    "city": ["town", "location", "home_city"], "country": ["nation", "home_country", "country_name"],
+    "origin": ["departure_city", "from_city", "source_city"],
+    "destination": ["arrival_city", "to_city", "target_city"],
+    "age": ["years_old", "current_age", "age_years"],
+    "salary": ["pay", "wage", "income", "annual_salary"],
+    "price": ["cost", "fee", "charge", "amount"],
+    "year": ["release_year", "year_made", "year_of_release"],
+    "founded_year": ["year_founded", "founding_year", "establishment_year"],
+    "open_year": ["opening_year", "year_opened", "inauguration_year"],
+    "capacity": ["max_capacity", "seat_count", "places"],
+    "size": ["area", "floor_area", "surface"],
+    "quantity": ["units", "volume", "number_of_units"],
+    "distance": ["mileage", "trip_length", "kilometers"],
+    "duration": ["period", "time_span", "term"],
+    "rating": ["stars", "star_rating", "user_rating"],
+    "sales": ["revenue", "turnover", "units_sold"],
+    "attendance": ["audience", "crowd", "spectators", "turnout"],
+    "budget": ["funding", "spending", "budget_amount"],
+    "height": ["stature", "height_cm", "body_height"],
+    "score": ["points", "grade", "mark"],
+    "subject": ["discipline", "field", "topic"],
+    "position": ["role", "post", "duty"],
+    "gender": ["sex", "gender_identity"],
+    "status": ["state", "stage", "progress"],
+    "payment_method": ["payment_type", "pay_method", "payment_mode"],
+    "language": ["spoken_language", "audio_language", "original_language"],
+    "category": ["kind", "type_name", "classification"],
+    "genre": ["style", "genre_name", "form"],
+    "date": ["{table}_date", "event_date", "record_date"],
+    "birth_date": ["date_of_birth", "birthday", "born_date"],
+    "hire_date": ["hiring_date", "employment_date", "joined_date"],
+    "start_date": ["begin_date", "commencement_date", "first_date"],
+    "open_date": ["opening_date", "inauguration_date", "launch_date"],
+    "join_date": ["signup_date", "registration_date", "enrollment_date"],
+    "release_date": ["publish_date", "issue_date", "premiere_date"],
+}
+
+
+def _rotate(pool: list[str], seed: int, key: str, variant: int) -> str:
+    """The synonym for `variant` (>= 2): a seed-dependent start, then one step per variant, so
+    successive variants of a domain use different words until the pool wraps around."""
+    start = random.Random(f"vantage-synthetic:{seed}:syn:{key}").randrange(len(pool))
+    return pool[(start + variant - 2) % len(pool)]
+
+
+def _naming(domain: str, variant: int, seed: int, name_variation: float,
+            design: list[tuple[TableDef, list[str], list[str]]]) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
+    """(table base name -> surface name, (table base name, column base name) -> surface name)."""
+    tmap: dict[str, str] = {t.name: t.name for t, _, _ in design}
+    cmap: dict[tuple[str, str], str] = {}
+    rename = variant >= 2 and name_variation > 0
+    rng = random.Random(f"vantage-synthetic:{seed}:names:{domain}_{variant}")
+    if rename:
+        taken: set[str] = set()
+        for t, _, _ in design:
+            new = t.name
+            if t.name in TABLE_SYNONYMS and rng.random() < name_variation:
+                new = _rotate(TABLE_SYNONYMS[t.name], seed, f"{domain}:{t.name}", variant)
+            if rng.random() < 0.2 * name_variation:  # generic prefix/suffix variation
+                if rng.random() < 0.6:
+                    new = f"{rng.choice(TABLE_PREFIXES)}_{new}"
+                else:
+                    new = f"{new}_{rng.choice(TABLE_SUFFIXES)}"
+            if new in taken or (new != t.name and new in tmap):  # clash: keep the base name
+                new = t.name
+            tmap[t.name] = new
+            taken.add(new)
+    for t, specs, _ in design:
+        used = {"id"}
+        for spec in specs:
+            col = _split_col(spec)[0]
+            new = col
+            if rename and col in COLUMN_SYNONYMS and rng.random() < name_variation:
+                new = _rotate(COLUMN_SYNONYMS[col], seed, f"{domain}:{t.name}:{col}", variant)
+                new = new.format(table=tmap[t.name])
+            if new in used or new.endswith("_id") or any(new == _split_col(x)[0] for x in specs if x != spec):
+                new = col  # clash with another column of the table: keep the base name
+            used.add(new)
+            cmap[(t.name, col)] = new
+    return tmap, cmap
+
+
+# ----------------------------------------------------------------------------------------
 # Built database (in memory: schema + rows)
 # ----------------------------------------------------------------------------------------
 @dataclass

@@ -184,6 +184,44 @@ def _prune_checkpoints(out: Path, limit: int) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
+def make_train_step(model, optimizer, cfg: Config):
+    """The compiled pieces of one optimizer step, over model/optimizer/random state:
+    `micro(inputs, positions, targets, weights, weight) -> (loss, aux, grads)` (one
+    micro-batch, gradients scaled by `weight`), `apply(grads) -> grad_norm` (clip + AdamW),
+    and `step(inputs, positions, targets, weights) -> (loss, aux, grad_norm)`: micro + apply
+    in one compiled call, used when there is no gradient accumulation (no host round trip
+    between the backward pass and the update)."""
+    t = cfg.training
+    grad_fn = nn.value_and_grad(model, lambda m, *a: loss_fn(m, cfg, *a))
+
+    def clip(grads):
+        norm = mx.sqrt(sum(mx.sum(mx.square(g.astype(mx.float32))) for _, g in tree_flatten(grads)))
+        if t.max_grad_norm > 0:
+            scale = mx.minimum(1.0, t.max_grad_norm / (norm + 1e-6))
+            grads = tree_map(lambda g: g * scale.astype(g.dtype), grads)
+        return grads, norm
+
+    def micro(inputs, positions, targets, weights, weight):
+        (loss, aux), grads = grad_fn(model, inputs, positions, targets, weights)
+        grads = tree_map(lambda g: g * weight, grads)
+        return loss, aux, grads
+
+    def apply(grads):
+        grads, norm = clip(grads)
+        optimizer.update(model, grads)
+        return norm
+
+    def step(inputs, positions, targets, weights):
+        (loss, aux), grads = grad_fn(model, inputs, positions, targets, weights)
+        return loss, aux, apply(grads)
+
+    if not t.compile:
+        return micro, apply, step
+    state = [model.state, optimizer.state, mx.random.state]
+    return (mx.compile(micro, inputs=state, outputs=state), mx.compile(apply, inputs=state, outputs=state),
+            mx.compile(step, inputs=state, outputs=state))
+
+
 def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
           output_dir: str | Path | None = None, resume_from: str | Path | None = None,
           init_weights_from: str | Path | None = None) -> TrainResult:
@@ -214,32 +252,8 @@ def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
             mx.random.state[0] = mx.array(np.array(st["mx_rng"], dtype=np.uint32))
     log.info("training: %s, BLAS: %s, device: %s", data.source, active_blas(), mx.default_device())
 
-    grad_fn = nn.value_and_grad(model, lambda m, *a: loss_fn(m, cfg, *a))
     accum = t.gradient_accumulation_steps
-
-    def clip(grads):
-        norm = mx.sqrt(sum(mx.sum(mx.square(g.astype(mx.float32))) for _, g in tree_flatten(grads)))
-        if t.max_grad_norm > 0:
-            scale = mx.minimum(1.0, t.max_grad_norm / (norm + 1e-6))
-            grads = tree_map(lambda g: g * scale.astype(g.dtype), grads)
-        return grads, norm
-
-    def micro(inputs, positions, targets, weights, weight):
-        (loss, aux), grads = grad_fn(model, inputs, positions, targets, weights)
-        grads = tree_map(lambda g: g * weight, grads)
-        return loss, aux, grads
-
-    def apply(grads):
-        grads, norm = clip(grads)
-        optimizer.update(model, grads)
-        return norm
-
-    state = [model.state, optimizer.state, mx.random.state]
-    if t.compile:
-        micro_c = mx.compile(micro, inputs=state, outputs=state)
-        apply_c = mx.compile(apply, inputs=state, outputs=state)
-    else:
-        micro_c, apply_c = micro, apply
+    micro_c, apply_c, step_c = make_train_step(model, optimizer, cfg)
 
     model.train()
     mx.reset_peak_memory()
