@@ -1,4 +1,7 @@
-"""Trials table of a study, with pandas: CSV and Markdown."""
+"""Trials table of a study (pandas), and `write_trials_report`: the full report.
+
+Kept for callers of the first version; the report itself lives in `reports.build`.
+"""
 
 from __future__ import annotations
 
@@ -7,34 +10,14 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-COLUMNS = ["number", "state", "exact_match", "valid_sql", "eval_loss", "peak_memory_mb",
-           "tokens_per_sec", "wall_time_s", "pruned_at_step", "failure_reason"]
+from .data import METRIC_COLUMNS, trials_frame_of
+
+COLUMNS = ["number", "state"] + METRIC_COLUMNS
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        ua = t.user_attrs
-        row = {"number": t.number, "state": t.state.name}
-        row.update({f"param_{k}": v for k, v in t.params.items()})
-        pm = ua.get("peak_memory_bytes")
-        row.update({
-            "exact_match": ua.get("exact_match"),
-            "valid_sql": ua.get("valid_sql"),
-            "eval_loss": ua.get("eval_loss"),
-            "peak_memory_mb": round(pm / 2**20, 1) if pm else None,
-            "tokens_per_sec": ua.get("tokens_per_sec"),
-            "wall_time_s": ua.get("wall_time_s"),
-            "pruned_at_step": ua.get("pruned_at_step"),
-            "failure_reason": ua.get("failure_reason"),
-            "baseline": bool(ua.get("baseline")),
-        })
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return pd.DataFrame(columns=COLUMNS)
-    params = sorted(c for c in df.columns if c.startswith("param_"))
-    return df[["number", "state", "baseline"] + params + COLUMNS[2:]]
+    """One row per trial: number, state, baseline, param_*, metrics (see reports.data)."""
+    return trials_frame_of(study.get_trials(deepcopy=False))
 
 
 def best_trial_summary(study: optuna.Study) -> dict | None:
@@ -49,24 +32,7 @@ def best_trial_summary(study: optuna.Study) -> dict | None:
             "tokens_per_sec": t.user_attrs.get("tokens_per_sec")}
 
 
-def write_trials_report(study: optuna.Study, out_dir: str | Path) -> Path:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    df = trials_frame(study)
-    _atomic_write(out / "trials.csv", df.to_csv(index=False))
-    best = best_trial_summary(study)
-    lines = [f"# Study `{study.study_name}`", "",
-             f"{len(df)} trials: " + ", ".join(f"{n} {s}" for s, n in df["state"].value_counts().items()), ""]
-    if best:
-        lines += ["## Best trial", "",
-                  f"Trial {best['number']}: exact match {best['value']:.3f}, params {best['params']}, "
-                  f"peak memory {best['peak_memory_mb']} MB, {best['tokens_per_sec'] or 0:.0f} tokens/s", ""]
-    lines += ["## Trials", "", df.to_markdown(index=False, floatfmt=".4g"), ""]
-    _atomic_write(out / "report.md", "\n".join(lines))
-    return out
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+def write_trials_report(study: optuna.Study, out_dir: str | Path, *, storage_url: str | None = None) -> Path:
+    """The full study report (Markdown, HTML, CSV, PNG) in `out_dir`; see reports.build."""
+    from .build import write_report
+    return write_report(study, out_dir, storage_url=storage_url)

@@ -1,6 +1,4 @@
-"""In-process runner: trials run one after another in this process (tiny models), or
-n_jobs > 1 worker processes (joblib's process backend: MLX state is per process) that each
-run trials against the same storage."""
+"""In-process runner: trials run one after another in this process (tiny models)."""
 
 from __future__ import annotations
 
@@ -8,16 +6,27 @@ import logging
 
 import optuna
 
-from studies.objective import TrialFailed, TrialSpec, run_trial
+from studies.objective import TrialFailed, TrialSpec, make_objective
+from studies.study import reap_dead_trials
 
 log = logging.getLogger("vantage.sweep")
 
 
-def run_inprocess(study: optuna.Study, spec: TrialSpec, data, *, n_trials: int,
-                  timeout: float | None = None, n_jobs: int = 1) -> None:
-    def objective(trial):
-        return run_trial(trial, spec, data)
+def run_inprocess(study: optuna.Study, spec: TrialSpec, data=None, *, n_trials: int | None,
+                  timeout: float | None = None, n_jobs: int = 1) -> int:
+    """Run `n_trials` trials here. A failed trial (crash, OOM, NaN) is recorded as FAIL with its
+    reason and the sweep goes on. (`n_jobs > 1` is runners.parallel: MLX state is per process.)"""
+    if n_jobs != 1:
+        raise ValueError("run_inprocess runs one trial at a time; use runners.parallel for n_jobs > 1")
+    if data is not None:
+        spec._data = data
+    reap_dead_trials(study)
+    done = {"n": 0}
 
-    # A failed trial (crash, OOM, NaN) is recorded as FAIL with its reason; the sweep goes on.
-    study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(TrialFailed,),
-                   show_progress_bar=False, gc_after_trial=True)
+    def after(st, ft):
+        done["n"] += 1
+        reap_dead_trials(st)
+
+    study.optimize(make_objective(spec), n_trials=n_trials, timeout=timeout, catch=(TrialFailed,),
+                   callbacks=[after], show_progress_bar=False, gc_after_trial=True)
+    return done["n"]

@@ -12,10 +12,16 @@ def lr_ranges(base: Config) -> dict[str, Range]:
     return {"learning_rate": Range(lo / LR_MARGIN, hi * LR_MARGIN, log=True)}
 
 
+# The guide: warmup is typically 1-2% of total steps; searched over that band widened by
+# WARMUP_MARGIN on each side (0.5% .. 4%).
+GUIDE_WARMUP = (0.01, 0.02)
+WARMUP_MARGIN = 2.0
+
+
 def warmup_ranges(base: Config) -> dict[str, Range]:
-    # The guide: warmup is typically 1-2% of total steps; searched from 0.5% to 4%.
     n = base.training.num_train_steps
-    return {"warmup_steps": Range(max(0, int(0.005 * n)), max(1, int(0.04 * n)), kind="int")}
+    lo, hi = GUIDE_WARMUP
+    return {"warmup_steps": Range(max(0, int(lo / WARMUP_MARGIN * n)), max(1, int(hi * WARMUP_MARGIN * n)), kind="int")}
 
 
 def aux_ranges(base: Config) -> dict[str, Range]:
@@ -45,8 +51,10 @@ def dropout_ranges(base: Config) -> dict[str, Range]:
 def batch_ranges(base: Config) -> dict[str, Range]:
     # Effective batch = batch_size x gradient_accumulation_steps; the guide recommends 32-64
     # for small/medium. Searched over the per-step batch at fixed accumulation.
+    # Large models: the guide's 32-128. The config's own batch is always a choice (baseline).
     acc = base.training.gradient_accumulation_steps
-    choices = tuple(sorted({max(1, b // acc) for b in (8, 16, 32, 64)}))
+    effective = (16, 32, 64, 128) if model_size(base) == "large" else (8, 16, 32, 64)
+    choices = tuple(sorted({max(1, b // acc) for b in effective} | {base.training.batch_size}))
     return {"batch_size": Range(0, 0, kind="categorical", choices=choices)}
 
 
@@ -57,13 +65,13 @@ def topk_ranges(base: Config) -> dict[str, Range]:
 
 SPACES: dict[str, SearchSpace] = {s.name: s for s in [
     SearchSpace("lr", "learning rate (log), the guide's band per model size widened 2x", lr_ranges, apply_params),
-    SearchSpace("warmup", "warmup steps, 0.5-4% of num_train_steps", warmup_ranges, apply_params),
+    SearchSpace("warmup", "warmup steps: the guide's 1-2% of num_train_steps widened 2x (0.5-4%)", warmup_ranges, apply_params),
     SearchSpace("aux-loss", "router aux-loss coefficient 0.001-0.05 (log)", aux_ranges, apply_params),
     SearchSpace("capacity", "expert capacity factor 1.0-2.0", capacity_ranges, apply_params),
     SearchSpace("joint", "lr + warmup + aux-loss + capacity together", joint_ranges, apply_params),
     SearchSpace("z-loss", "router z-loss coefficient 1e-4-1e-2 (log)", zloss_ranges, apply_params),
     SearchSpace("weight-decay", "AdamW weight decay 0-0.3", wd_ranges, apply_params),
     SearchSpace("expert-dropout", "expert dropout 0-0.3", dropout_ranges, apply_params),
-    SearchSpace("batch-size", "effective batch size 8-64 (per-step batch at fixed accumulation)", batch_ranges, apply_params),
+    SearchSpace("batch-size", "effective batch size 8-64 (large: 16-128; per-step batch at fixed accumulation)", batch_ranges, apply_params),
     SearchSpace("top-k", "experts per token, 1 or 2", topk_ranges, apply_params),
 ]}

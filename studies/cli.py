@@ -20,7 +20,7 @@ from .storage import DEFAULT_STORAGE, redact
 
 log = logging.getLogger("vantage.sweep")
 
-COMMANDS = ("report", "status")
+COMMANDS = ("report", "status", "dashboard")
 
 
 def _sweep_parser() -> argparse.ArgumentParser:
@@ -29,7 +29,7 @@ def _sweep_parser() -> argparse.ArgumentParser:
         prog="vantage-sweep",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run a pruned Optuna sweep of MLX MoE text-to-SQL training trials.",
-        epilog=f"sweeps:\n{spaces}\n\nother commands: vantage-sweep report|status --help",
+        epilog=f"sweeps:\n{spaces}\n\nother commands: vantage-sweep report|status|dashboard --help",
     )
     p.add_argument("sweep", choices=list(SPACES), metavar="SWEEP", help="which search space to sweep (below)")
     p.add_argument("--model", default="tiny",
@@ -59,6 +59,9 @@ def _sweep_parser() -> argparse.ArgumentParser:
                    help="override a base-config key for every trial (repeatable)")
     p.add_argument("--out", default="sweeps", help="folder for trial runs and reports (default: ./sweeps)")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep checkpoints of pruned trials")
+    p.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="prune, before launch, trials predicted to need more memory than this, e.g. 8GiB "
+                        "(default: the machine's memory)")
     p.add_argument("--new-study", action="store_true", help="refuse to continue an existing study of that name")
     p.add_argument("--accept-mismatch", action="store_true",
                    help="continue a study even though its fingerprint (data, base config, code) changed")
@@ -67,7 +70,11 @@ def _sweep_parser() -> argparse.ArgumentParser:
 
 
 def _report_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vantage-sweep report", description="Write a study's report (CSV, Markdown).")
+    p = argparse.ArgumentParser(
+        prog="vantage-sweep report",
+        description="Write a study's report: Markdown, one self-contained HTML file, CSV tables and PNG plots "
+                    "(trials, best vs baseline, exact match vs memory and throughput, Pareto front, history, "
+                    "intermediate values, parameter importances, feasibility, diagnosis).")
     p.add_argument("study", help="study name")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default: {DEFAULT_STORAGE})")
     p.add_argument("--out", default=None, help="output folder (default: sweeps/<study>/report)")
@@ -75,8 +82,20 @@ def _report_parser() -> argparse.ArgumentParser:
 
 
 def _status_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vantage-sweep status", description="List studies with trial counts and best value.")
+    p = argparse.ArgumentParser(prog="vantage-sweep status",
+                                description="List studies with trial counts by state, best value and its 95% interval.")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default: {DEFAULT_STORAGE})")
+    return p
+
+
+def _dashboard_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vantage-sweep dashboard",
+                                description="Browse studies in optuna-dashboard (trials, user attributes, "
+                                            "intermediate values, plots). Ctrl-C stops it.")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default: {DEFAULT_STORAGE})")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default: 127.0.0.1, this machine only; the dashboard has no login)")
+    p.add_argument("--port", type=int, default=8080, help="port (default: 8080; 0 picks a free one)")
     return p
 
 
@@ -114,6 +133,8 @@ def cmd_sweep(args) -> int:
         raise VantageError(f"--trials must be > 0, got {args.trials}")
     if args.steps_per_trial is not None and args.steps_per_trial <= 0:
         raise VantageError(f"--steps-per-trial must be > 0, got {args.steps_per_trial}")
+    from .feasibility import parse_size
+    max_memory = parse_size(args.max_memory)
     overrides = parse_overrides(args.set)
     if args.data:
         overrides.setdefault("data", {})["source"] = args.data
@@ -152,7 +173,7 @@ def cmd_sweep(args) -> int:
     out_root = Path(args.out) / study_name
     spec = TrialSpec(space=space, base=base, objectives=objectives, ranges=ranges,
                      steps_per_trial=args.steps_per_trial, runs_dir=out_root / "trials",
-                     keep_checkpoints=args.keep_checkpoints)
+                     keep_checkpoints=args.keep_checkpoints, max_memory=max_memory)
     log.info("study %s in %s: %d trials so far, adding %d", study_name, redact(args.storage),
              len(study.trials), args.trials)
     run_inprocess(study, spec, data, n_trials=args.trials, timeout=args.timeout, n_jobs=args.n_jobs)
@@ -171,47 +192,57 @@ def cmd_sweep(args) -> int:
     return 0
 
 
-def cmd_report(args) -> int:
+def _load_study(args):
     import optuna
-
-    from reports.trials import write_trials_report
 
     from .storage import open_storage
     storage = open_storage(args.storage, heartbeat_interval=None)
     try:
-        study = optuna.load_study(study_name=args.study, storage=storage)
+        return optuna.load_study(study_name=args.study, storage=storage)
     except KeyError:
         raise VantageError(f"study '{args.study}' not found in {redact(args.storage)}") from None
-    out = write_trials_report(study, args.out or Path("sweeps") / args.study / "report")
+
+
+def cmd_report(args) -> int:
+    from reports.build import write_report
+
+    study = _load_study(args)
+    out = write_report(study, args.out or Path("sweeps") / args.study / "report", storage_url=redact(args.storage))
     print(f"report: {out}/report.md")
+    print(f"        {out}/report.html")
     return 0
 
 
 def cmd_status(args) -> int:
-    import optuna
+    from reports.status import format_status, status_frame
 
     from .storage import open_storage
     storage = open_storage(args.storage, heartbeat_interval=None)
-    sums = optuna.get_all_study_summaries(storage, include_best_trial=True)
-    if not sums:
+    df = status_frame(storage)
+    if df.empty:
         print(f"no studies in {redact(args.storage)}")
-    for s in sums:
-        best = f"{s.best_trial.value:.3f}" if s.best_trial is not None and s.best_trial.value is not None else "-"
-        print(f"{s.study_name:<40} trials={s.n_trials:<5} best={best}")
+    else:
+        print(f"studies in {redact(args.storage)}:")
+        print(format_status(df))
     return 0
+
+
+def cmd_dashboard(args) -> int:
+    from .dashboard import serve
+    return serve(args.storage, host=args.host, port=args.port)
 
 
 def _main(argv) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in COMMANDS:
         cmd, rest = argv[0], argv[1:]
-        parser = {"report": _report_parser, "status": _status_parser}[cmd]()
+        parser = {"report": _report_parser, "status": _status_parser, "dashboard": _dashboard_parser}[cmd]()
         args = parser.parse_args(rest)
         setup_logging()
-        return {"report": cmd_report, "status": cmd_status}[cmd](args)
+        return {"report": cmd_report, "status": cmd_status, "dashboard": cmd_dashboard}[cmd](args)
     parser = _sweep_parser()
     if argv and not argv[0].startswith("-") and argv[0] not in SPACES:
-        raise VantageError(f"unknown sweep '{argv[0]}' (choose from {', '.join(SPACES)}, or report, status)")
+        raise VantageError(f"unknown sweep '{argv[0]}' (choose from {', '.join(SPACES)}, or report, status, dashboard)")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     return cmd_sweep(args)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
+import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 
@@ -17,7 +20,7 @@ from vantage_core.config import Config
 from vantage_core.errors import VantageError
 from vantage_core.train import metrics as M
 
-from .pruning import OptunaPruningCallback
+from .pruning import OptunaPruningCallback, objective_value
 
 log = logging.getLogger("vantage.sweep")
 
@@ -42,7 +45,10 @@ class TrialSpec:
     steps_per_trial: int | None = None
     runs_dir: Path | None = None
     keep_checkpoints: bool = False
+    tie_break: bool = True
+    objective_fn: str | None = None          # debug hook "module:function" (fast fake objectives)
     extra_overrides: dict[str, Any] = field(default_factory=dict)
+    _data: Any = field(default=None, repr=False)
 
     def config_for(self, trial) -> Config:
         cfg = self.space.suggest(trial, self.base, self.ranges)
@@ -53,9 +59,42 @@ class TrialSpec:
                                         "warmup_steps": min(t.warmup_steps, self.steps_per_trial // 2)})
         return cfg
 
+    @property
+    def data(self):
+        """The prepared training data (validation split carved from training), loaded once."""
+        if self._data is None:
+            from vantage_core.data.prepare import prepare_data
+            self._data = prepare_data(self.base)
+        return self._data
+
+    @property
+    def multi(self) -> bool:
+        return len(self.objectives) > 1
+
+
+def proc_start_time(pid: int | str = "self") -> str | None:
+    """The process's start time (clock ticks since boot) so a reused pid is not mistaken."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def mark_owner(trial) -> None:
+    """Which process runs the trial: lets a restarted sweep on this host fail it at once if
+    that process died (heartbeats cover other hosts after their grace period)."""
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", os.getpid())
+    trial.set_user_attr("pid_start", proc_start_time())
+
 
 def record_result(trial, result) -> None:
+    from vantage_core.eval.metrics import proportion_ci
+
+    n = result.eval_history[-1].get("eval/num_examples", 0) if result.eval_history else 0
     trial.set_user_attr("exact_match", result.best_exact_match)
+    trial.set_user_attr("exact_match_ci", list(proportion_ci(round(result.best_exact_match * n), n)))
     trial.set_user_attr("final_exact_match", result.final_exact_match)
     trial.set_user_attr("valid_sql", result.valid_sql)
     trial.set_user_attr("eval_loss", result.eval_loss if math.isfinite(result.eval_loss) else None)
@@ -64,21 +103,22 @@ def record_result(trial, result) -> None:
     trial.set_user_attr("wall_time_s", result.wall_time_s)
     trial.set_user_attr("dropped_fraction", result.dropped_fraction)
     trial.set_user_attr("steps", result.steps)
-    trial.set_user_attr("eval_examples", result.eval_history[-1].get("eval/num_examples", 0)
-                        if result.eval_history else 0)
+    trial.set_user_attr("eval_examples", n)
+    trial.set_user_attr("checkpoint_path", result.best_checkpoint)
 
 
-def run_trial(trial: optuna.Trial, spec: TrialSpec, data) -> float | tuple[float, ...]:
+def run_trial(trial: optuna.Trial, spec: TrialSpec, data=None) -> float | tuple[float, ...]:
     """Objective body shared by every runner."""
     from vantage_core.train.trainer import train
 
+    data = data if data is not None else spec.data
     cfg = spec.config_for(trial)
     trial.set_user_attr("config", cfg.to_yaml())
-    multi = len(spec.objectives) > 1
-    cb = OptunaPruningCallback(trial, M.EVAL_EXACT_MATCH, prune=not multi)
+    cb = OptunaPruningCallback(trial, M.EVAL_EXACT_MATCH, prune=not spec.multi,
+                               tie_break=spec.tie_break and not spec.multi)
     out = None
     if spec.runs_dir is not None:
-        out = spec.runs_dir / f"trial-{trial.number:04d}"
+        out = Path(spec.runs_dir) / f"trial-{trial.number:04d}"
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(cfg.to_yaml())
         trial.set_user_attr("checkpoint_dir", str(out))
@@ -90,6 +130,7 @@ def run_trial(trial: optuna.Trial, spec: TrialSpec, data) -> float | tuple[float
         trial.set_user_attr("wall_time_s", time.perf_counter() - t0)
         if cb.history:
             trial.set_user_attr("exact_match", max(h[M.EVAL_EXACT_MATCH] for h in cb.history))
+            trial.set_user_attr("steps", int(cb.history[-1][M.STEP]))
         if out is not None and not spec.keep_checkpoints:
             shutil.rmtree(out, ignore_errors=True)
             trial.set_user_attr("checkpoint_dir", None)
@@ -107,5 +148,34 @@ def run_trial(trial: optuna.Trial, spec: TrialSpec, data) -> float | tuple[float
         trial.set_user_attr("failure_reason", result.error)
         raise TrialFailed(result.error or result.status)
     values = tuple(float(getattr(result, OBJECTIVES[o][1])) for o in spec.objectives)
+    if not spec.multi and spec.objectives == ["exact_match"] and cb.best_value is not None:
+        # The value the pruner saw (exact match, ties broken by eval loss), best over evaluations.
+        values = (cb.best_value,)
     log.info("trial %d: %s", trial.number, dict(zip(spec.objectives, values)))
-    return values if multi else values[0]
+    return values if spec.multi else values[0]
+
+
+def load_ref(ref: str) -> Callable:
+    mod, _, fn = ref.partition(":")
+    if not mod or not fn:
+        raise VantageError(f"--objective-fn '{ref}': expected module:function")
+    try:
+        return getattr(importlib.import_module(mod), fn)
+    except (ImportError, AttributeError) as e:
+        raise VantageError(f"--objective-fn '{ref}': cannot load ({e})") from None
+
+
+def make_objective(spec: TrialSpec) -> Callable[[optuna.Trial], Any]:
+    """The objective every runner calls: records which process runs the trial, then trains
+    (or calls the debug objective `spec.objective_fn(trial, spec)`)."""
+    fn = load_ref(spec.objective_fn) if spec.objective_fn else run_trial
+
+    def objective(trial):
+        mark_owner(trial)
+        return fn(trial, spec)
+
+    return objective
+
+
+__all__ = ["OBJECTIVES", "TrialFailed", "TrialSpec", "run_trial", "make_objective", "objective_value",
+           "record_result", "mark_owner", "proc_start_time", "load_ref"]

@@ -23,7 +23,28 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-def open_storage(url: str, *, heartbeat_interval: int | None = 60, grace_period: int | None = 180):
+def is_sqlite(url: str | None) -> bool:
+    return (url or DEFAULT_STORAGE).startswith("sqlite")
+
+
+def journal_for(sqlite_url: str) -> str:
+    """The JournalStorage used instead of the default SQLite file when many local processes
+    share a study (SQLite must not be written from several processes)."""
+    p = Path((sqlite_url or DEFAULT_STORAGE).split(":///", 1)[-1])
+    return f"journal:{p.with_suffix('.journal.log')}"
+
+
+def absolute(url: str) -> str:
+    """A storage URL that means the same file from any working directory (for child processes)."""
+    if url.startswith("journal:"):
+        return "journal:" + str(Path(url.split(":", 1)[1]).expanduser().resolve())
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        return "sqlite:///" + str(Path(url[len("sqlite:///"):]).expanduser().resolve())
+    return url
+
+
+def open_storage(url: str, *, heartbeat_interval: int | None = 60, grace_period: int | None = 180,
+                 stale_callback=None):
     url = url or DEFAULT_STORAGE
     if url.startswith("journal:"):
         path = Path(url.split(":", 1)[1]).expanduser()
@@ -48,8 +69,11 @@ def open_storage(url: str, *, heartbeat_interval: int | None = 60, grace_period:
     kwargs = {}
     if heartbeat_interval:
         # A worker that dies leaves its trial RUNNING; heartbeats let others fail and retry it.
-        kwargs = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period,
-                  "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
+        if stale_callback is None:
+            from .study import retry_stale_trial
+            stale_callback = retry_stale_trial
+        kwargs = {"heartbeat_interval": int(heartbeat_interval), "grace_period": int(grace_period or 2 * heartbeat_interval),
+                  "heartbeat_stale_trial_callback": stale_callback}
     engine_kwargs = {"pool_pre_ping": True}
     if scheme.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": 60}}

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import socket
 from typing import Any
 
 import optuna
@@ -29,9 +31,12 @@ def code_version() -> str:
         return "0+unknown"
 
 
-def make_sampler(name: str, seed: int | None, space: SearchSpace, base: Config, ranges=None):
+def make_sampler(name: str, seed: int | None, space: SearchSpace, base: Config, ranges=None,
+                 *, parallel: bool = False):
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=3)
+        # constant_liar: trials running in other processes count as bad, so parallel
+        # workers do not all sample the same point.
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=3, constant_liar=parallel)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "qmc":
@@ -71,15 +76,53 @@ def make_pruner(name: str, *, n_startup_trials: int = 2, min_resource: int = 1, 
     raise VantageError(f"unknown pruner '{name}' (choose from {', '.join(PRUNERS)})")
 
 
-def fingerprint_parts(space: SearchSpace, base: Config, data_desc: dict[str, Any],
-                      objectives: list[str], steps_per_trial: int | None) -> dict[str, Any]:
-    """What makes trials comparable: base config minus searched keys, data, tokenizer, metric."""
+# Checked in this order so the message names the data first when the data changed.
+FINGERPRINT_ORDER = ("data_source", "data_split", "tokenizer", "base_config", "metric", "objectives", "space",
+                     "code_version")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def fingerprint_diff(old: dict, new: dict, old_cfg: dict | None = None, new_cfg: dict | None = None) -> list[str]:
+    """Human-readable list of what changed between two fingerprints."""
+    keys = [k for k in FINGERPRINT_ORDER if k in old or k in new] + \
+           [k for k in new if k not in FINGERPRINT_ORDER]
+    out = []
+    for k in keys:
+        if old.get(k) == new.get(k):
+            continue
+        if k == "base_config" and old_cfg is not None and new_cfg is not None:
+            a, b = _flat(old_cfg), _flat(new_cfg)
+            diffs = [f"{key} {a.get(key)!r} -> {b.get(key)!r}" for key in sorted(set(a) | set(b))
+                     if a.get(key) != b.get(key)]
+            out.append("base config: " + ", ".join(diffs[:4]) if diffs else f"base_config: {old.get(k)!r} -> {new.get(k)!r}")
+        else:
+            out.append(f"{k}: {old.get(k)!r} -> {new.get(k)!r}")
+    return out
+
+
+def base_config_without_searched(space: SearchSpace, base: Config, steps_per_trial: int | None) -> dict:
     cfg = base.to_dict()
     for key in space.searched_keys(base):
         sec, k = key.split(".")
         cfg[sec].pop(k, None)
     if steps_per_trial:
         cfg["training"]["num_train_steps"] = steps_per_trial
+    return cfg
+
+
+def fingerprint_parts(space: SearchSpace, base: Config, data_desc: dict[str, Any],
+                      objectives: list[str], steps_per_trial: int | None) -> dict[str, Any]:
+    """What makes trials comparable: base config minus searched keys, data, tokenizer, metric."""
+    cfg = base_config_without_searched(space, base, steps_per_trial)
     return {
         "base_config": hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16],
         "data_source": data_desc["source"],
@@ -94,7 +137,8 @@ def fingerprint_parts(space: SearchSpace, base: Config, data_desc: dict[str, Any
 
 
 def open_study(storage, study_name: str, directions: list[str], sampler, pruner, fingerprint: dict[str, Any],
-               *, new_study: bool = False, accept_mismatch: bool = False) -> optuna.Study:
+               *, new_study: bool = False, accept_mismatch: bool = False,
+               base_config_dict: dict | None = None) -> optuna.Study:
     try:
         existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     except Exception as e:
@@ -110,14 +154,117 @@ def open_study(storage, study_name: str, directions: list[str], sampler, pruner,
         study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
         old = study.user_attrs.get("fingerprint")
         if old and old != fingerprint:
-            changed = [k for k in fingerprint if old.get(k) != fingerprint.get(k)]
+            changed = fingerprint_diff(old, fingerprint, study.user_attrs.get(SETTINGS_ATTR, {}).get("base_config"),
+                                       base_config_dict)
             if not accept_mismatch:
-                detail = "; ".join(f"{k}: {old.get(k)!r} -> {fingerprint.get(k)!r}" for k in changed[:3])
-                raise VantageError(f"study '{study_name}' was run with a different setup ({detail}); "
+                raise VantageError(f"study '{study_name}' was run with a different setup ({'; '.join(changed[:4])}); "
                                    "pass --new-study with a new --study-name, or --accept-mismatch")
-            log.warning("study %s: fingerprint mismatch accepted (%s)", study_name, ", ".join(changed))
+            log.warning("study %s: fingerprint mismatch accepted (%s)", study_name, "; ".join(changed))
+            study.set_user_attr("fingerprint", fingerprint)
         return study
     study = optuna.create_study(study_name=study_name, storage=storage, directions=directions,
                                 sampler=sampler, pruner=pruner)
     study.set_user_attr("fingerprint", fingerprint)
     return study
+
+
+# ---------------------------------------------------------------------------------------
+# What a worker needs to join a study with only --storage and --study-name
+# ---------------------------------------------------------------------------------------
+SETTINGS_ATTR = "vantage"
+
+
+def save_settings(study: optuna.Study, settings: dict[str, Any]) -> None:
+    study.set_user_attr(SETTINGS_ATTR, settings)
+
+
+def load_settings(study: optuna.Study) -> dict[str, Any]:
+    s = study.user_attrs.get(SETTINGS_ATTR)
+    if not s:
+        raise VantageError(f"study '{study.study_name}' has no Vantage settings (was it created by "
+                           "vantage-sweep?); start it with `vantage-sweep SWEEP --study-name ...` first")
+    return s
+
+
+def load_existing(storage, study_name: str, storage_url: str = "", **kwargs) -> optuna.Study:
+    from .storage import redact
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage, **kwargs)
+    except KeyError:
+        raise VantageError(f"study '{study_name}' not found in {redact(storage_url) or 'storage'}") from None
+
+
+# ---------------------------------------------------------------------------------------
+# Dead and stale trials: FAIL with a reason, then retried with the same parameters
+# ---------------------------------------------------------------------------------------
+MAX_RETRIES = 2
+
+
+def _enqueue_retry(study: optuna.Study, failed, reason: str) -> None:
+    retries = int(failed.user_attrs.get("retries", 0))
+    if retries >= MAX_RETRIES:
+        log.warning("trial %d failed (%s); not retried again (%d retries)", failed.number, reason, retries)
+        return
+    attrs = {"retry_of": failed.number, "retries": retries + 1, "retry_reason": reason}
+    if failed.user_attrs.get("baseline"):
+        attrs["baseline"] = True
+    study.enqueue_trial(dict(failed.params), user_attrs=attrs, skip_if_exists=False)
+    log.warning("trial %d failed (%s); re-queued with the same parameters", failed.number, reason)
+
+
+def retry_stale_trial(study: optuna.Study, trial) -> None:
+    """Heartbeat stale-trial callback: the trial is already FAIL (Optuna refuses attributes on
+    finished trials), so the reason goes on the retry and on the study."""
+    reason = (f"heartbeat stale: the process running it ({trial.user_attrs.get('host')}:"
+              f"{trial.user_attrs.get('pid')}) stopped reporting (killed, crashed or lost)")
+    try:
+        fails = dict(study.user_attrs.get("failure_reasons", {}))
+        fails[str(trial.number)] = reason
+        study.set_user_attr("failure_reasons", fails)
+    except Exception:  # best effort
+        log.debug("cannot record failure reason", exc_info=True)
+    _enqueue_retry(study, trial, reason)
+
+
+def _pid_alive(pid: int, start: str | None) -> bool:
+    from .objective import proc_start_time
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                return False
+    except OSError:
+        pass
+    now = proc_start_time(pid)
+    return not (start and now and now != start)
+
+
+def reap_dead_trials(study: optuna.Study) -> list[int]:
+    """RUNNING trials whose process on this host is gone: FAIL with a reason and retry.
+
+    (Trials of other hosts are failed by heartbeats after the grace period.)"""
+    from optuna.trial import TrialState
+    host = socket.gethostname()
+    reaped = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        ua = t.user_attrs
+        if ua.get("host") != host or not ua.get("pid"):
+            continue
+        pid = int(ua["pid"])
+        if pid == os.getpid() or _pid_alive(pid, ua.get("pid_start")):
+            continue
+        reason = f"process {pid} on {host} died while running this trial (killed or crashed)"
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, "failure_reason", reason)
+            if not study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another process got there first
+        reaped.append(t.number)
+        _enqueue_retry(study, study._storage.get_trial(t._trial_id), reason)
+    return reaped

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from vantage_core.data.prepare import split_by_database
 from vantage_core.data.spider import load_spider
-from vantage_core.data.synthetic import DOMAINS, META_FILE, TEMPLATES, _main, generate_synthetic
+from vantage_core.data.synthetic import (DEFAULT_NUM_DATABASES, DOMAINS, META_FILE, TEMPLATES, _main,
+                                         generate_synthetic)
 from vantage_core.errors import DataError
 
 
@@ -20,7 +22,7 @@ from vantage_core.errors import DataError
 def gen(tmp_path_factory):
     out = tmp_path_factory.mktemp("syn") / "data"
     t0 = time.perf_counter()
-    root = generate_synthetic(out)  # defaults: 6 train dbs x 400, 2 dev dbs
+    root = generate_synthetic(out)  # defaults: 24 train dbs x 400, 2 dev dbs
     elapsed = time.perf_counter() - t0
     return root, elapsed
 
@@ -62,14 +64,16 @@ def _table_dump(db: Path) -> dict:
 def test_layout_loads_with_spider_loader(gen, splits):
     root, _ = gen
     assert not splits.skipped
-    assert len(splits.train) == 6 * 400
+    assert DEFAULT_NUM_DATABASES == 24
+    assert len(splits.train) == 24 * 400
     assert len(splits.dev) == 2 * 400
-    assert len(splits.schemas) == 8
+    assert len(splits.schemas) == 26
     for ex in splits.train + splits.dev:
         assert ex.db_path is not None and Path(ex.db_path).is_file()
     assert (root / "database").is_dir()
     meta = json.loads((root / META_FILE).read_text())
-    assert meta["params"] == {"num_databases": 6, "examples_per_db": 400, "num_dev_databases": 2, "seed": 0}
+    assert meta["params"] == {"num_databases": 24, "examples_per_db": 400, "num_dev_databases": 2, "seed": 0,
+                              "name_variation": 1.0}
 
 
 def test_generation_is_fast(gen):
@@ -79,7 +83,7 @@ def test_generation_is_fast(gen):
 def test_train_and_dev_databases_are_disjoint(splits):
     train = {e.db_id for e in splits.train}
     dev = {e.db_id for e in splits.dev}
-    assert len(train) == 6 and len(dev) == 2
+    assert len(train) == 24 and len(dev) == 2
     assert not train & dev
     # dev domains are unseen in training (school_1 -> school)
     dom = lambda db: db.rsplit("_", 1)[0]  # noqa: E731
@@ -122,7 +126,7 @@ def test_schema_vocabulary_is_shared(splits):
 
 # --- gold queries -------------------------------------------------------------------------
 def test_every_gold_query_executes_and_most_return_rows(executed):
-    assert len(executed) == 3200
+    assert len(executed) == 26 * 400
     nonempty = sum(1 for _, rows in executed if rows and any(v is not None for v in rows[0]))
     assert nonempty / len(executed) >= 0.9
 
@@ -274,7 +278,8 @@ def test_refuses_to_overwrite_a_foreign_folder(tmp_path):
     assert (out / "notes.txt").read_text() == "keep me"
 
 
-@pytest.mark.parametrize("bad", [dict(num_databases=0), dict(examples_per_db=0), dict(num_dev_databases=-1)])
+@pytest.mark.parametrize("bad", [dict(num_databases=0), dict(examples_per_db=0), dict(num_dev_databases=-1),
+                                 dict(name_variation=1.5), dict(name_variation=-0.1)])
 def test_bad_parameters(tmp_path, bad):
     with pytest.raises(DataError):
         generate_synthetic(tmp_path / "x", **bad)
@@ -307,3 +312,97 @@ def test_cli_prints_counts(tmp_path, capsys):
     assert "train 30 examples on 2 databases" in out
     assert "dev 15 examples on 1 databases" in out
     assert os.path.isfile(tmp_path / "cli" / "tables.json")
+
+
+# --- naming diversity ---------------------------------------------------------------------
+BASE_TABLES = {t.name for tdefs in DOMAINS.values() for t in tdefs}
+
+
+def _words_in(name: str, text: str) -> bool:
+    """Every word of a schema name occurs in the text (a plural may change the last letter)."""
+    low = text.lower()
+    return all(w[:-1] in low for w in name.split("_"))
+
+
+def _tables_of(query: str) -> set[str]:
+    return set(re.findall(r"\b(?:FROM|JOIN) (\w+)", query))
+
+
+def test_many_distinct_table_name_sets(raw):
+    train_dbs = {e["db_id"] for e in raw["train"]}
+    sets = {tuple(sorted(e["table_names_original"])) for e in raw["tables"] if e["db_id"] in train_dbs}
+    assert len(train_dbs) == 24
+    assert len(sets) >= 20
+    # later variants of a domain are renamed: names outside the base designs are common
+    names = [n for e in raw["tables"] if e["db_id"] in train_dbs for n in e["table_names_original"]]
+    assert sum(n not in BASE_TABLES for n in names) / len(names) >= 0.4
+
+
+def test_held_out_table_names_are_new_but_explained_by_questions(splits):
+    """The trainer's validation split (by database): many of its table names never occur in the
+    remaining training databases, yet the questions spell them out, so they can be copied."""
+    train, valid = split_by_database(list(splits.train), 0.2, 0)
+    val_dbs, train_dbs = {e.db_id for e in valid}, {e.db_id for e in train}
+    assert val_dbs and not val_dbs & train_dbs
+    seen = {t.name for d in train_dbs for t in splits.schemas[d].tables}
+    val_names = [t.name for d in sorted(val_dbs) for t in splits.schemas[d].tables]
+    unseen = [n for n in val_names if n not in seen]
+    assert len(unseen) / len(val_names) >= 0.3, (unseen, val_names)
+    # leave-one-out over all training databases too
+    by_db = {d: {t.name for t in splits.schemas[d].tables} for d in train_dbs | val_dbs}
+    loo = [n for d, ns in by_db.items() for n in ns if not any(n in o for d2, o in by_db.items() if d2 != d)]
+    assert len(loo) / sum(map(len, by_db.values())) >= 0.3
+    for e in valid:
+        for t in _tables_of(e.query):
+            assert _words_in(t, e.question), (t, e.question)
+
+
+def test_questions_mention_renamed_tables_and_columns(raw):
+    tables = {e["db_id"]: e for e in raw["tables"]}
+    for ex in raw["train"] + raw["dev"]:
+        for t in _tables_of(ex["query"]):
+            assert t in tables[ex["db_id"]]["table_names_original"], ex
+            assert _words_in(t, ex["question"]), ex
+        if ex["template"] in ("filter_eq", "filter_gt", "count_where", "group_count", "agg"):
+            cols = {c for _, c in tables[ex["db_id"]]["column_names_original"]}
+            for c in set(re.findall(r"\b[a-z_]+\b", re.sub(r"'[^']*'", "", ex["query"]))) & cols:
+                if c != "id" and not c.endswith("_id"):
+                    assert c.replace("_", " ") in ex["question"], (c, ex)
+
+
+def test_foreign_keys_follow_renamed_parents(raw):
+    for e in raw["tables"]:
+        cols = e["column_names_original"]
+        for child, parent in e["foreign_keys"]:
+            ptable = e["table_names_original"][cols[parent][0]]
+            assert cols[parent][1] == "id"
+            assert cols[child][1] == f"{ptable}_id", (e["db_id"], cols[child], ptable)
+
+
+def test_name_variation_zero_keeps_base_names(tmp_path):
+    out = generate_synthetic(tmp_path / "d", num_databases=15, examples_per_db=10, name_variation=0.0)
+    tabs = json.loads((out / "tables.json").read_text())
+    assert {n for e in tabs for n in e["table_names_original"]} <= BASE_TABLES
+    renamed = generate_synthetic(tmp_path / "r", num_databases=15, examples_per_db=10)
+    tabs = json.loads((renamed / "tables.json").read_text())
+    assert {n for e in tabs for n in e["table_names_original"]} - BASE_TABLES
+
+
+def test_forty_databases_are_fast_distinct_and_valid(tmp_path):
+    t0 = time.perf_counter()
+    out = generate_synthetic(tmp_path / "d", num_databases=40, examples_per_db=400)
+    assert time.perf_counter() - t0 < 10.0
+    tabs = json.loads((out / "tables.json").read_text())
+    assert len(tabs) == 42 and len({e["db_id"] for e in tabs}) == 42
+    assert len({json.dumps([e["table_names_original"], e["column_names_original"]]) for e in tabs}) == 42
+    assert len({tuple(sorted(e["table_names_original"])) for e in tabs}) >= 36
+    s = load_spider(out)
+    assert len(s.train) == 40 * 400 and not s.skipped
+    cons: dict[str, sqlite3.Connection] = {}
+    try:
+        for ex in s.train[::7] + s.dev[::7]:
+            con = cons.setdefault(ex.db_id, sqlite3.connect(f"file:{ex.db_path}?mode=ro", uri=True))
+            con.execute(ex.query).fetchall()
+    finally:
+        for con in cons.values():
+            con.close()

@@ -55,8 +55,9 @@ class ModelConfig:
 class DataConfig:
     # "synthetic" (embedded, generated), "spider:PATH", or a processed data folder.
     source: str = "synthetic"
-    synthetic_num_databases: int = 6
+    synthetic_num_databases: int = 24
     synthetic_examples_per_db: int = 400
+    synthetic_name_variation: float = 1.0   # share of table/column names renamed in variants
     validation_fraction: float = 0.2
     max_eval_examples: int = 64
     tokenizer_vocab_size: int = 0  # 0: use model.vocab_size

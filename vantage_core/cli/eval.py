@@ -41,12 +41,19 @@ def _score_parser() -> argparse.ArgumentParser:
 def _generate_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="vantage-eval", description="Generate SQL with a checkpoint and score it "
                 "(use `vantage-eval score ...` to score an existing prediction file).")
-    p.add_argument("--checkpoint", required=True, type=Path)
-    p.add_argument("--data_dir", required=True, type=Path)
-    p.add_argument("--split", default="dev")
-    p.add_argument("--num_beams", type=int, default=1)
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--output", type=Path, default=None)
+    p.add_argument("--checkpoint", required=True, type=Path, help="a Vantage checkpoint folder (e.g. run/checkpoint-best)")
+    p.add_argument("--data_dir", required=True,
+                   help="data: a Spider-layout folder, spider:PATH, synthetic, or a processed data folder")
+    p.add_argument("--split", default="dev", choices=["dev", "validation"],
+                   help="dev (final evaluation) or validation (the split carved from training data)")
+    p.add_argument("--num_beams", type=int, default=1, help="1 = batched greedy decoding; K > 1 = beam search")
+    p.add_argument("--no-pick-valid", action="store_true",
+                   help="with beam search, keep the top beam instead of the first candidate that "
+                        "parses and compiles against the schema")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
+    p.add_argument("--batch_size", type=int, default=None, help="decoding batch size (default: the config's)")
+    p.add_argument("--output", type=Path, default=None,
+                   help="per-example JSONL: question, gold, prediction, beam candidates, verdicts")
     return p
 
 
@@ -118,12 +125,23 @@ def _cmd_score(args) -> int:
 # generation mode (placeholder hook: the lead fills it in)
 # ---------------------------------------------------------------------------------------------
 def _cmd_generate(args) -> int:
-    """Generate predictions with `args.checkpoint` on `args.data_dir`/`args.split`, then score.
+    """Generate predictions with `args.checkpoint` on `args.data_dir`/`args.split`, then score."""
+    from ..eval.evaluate import evaluate_checkpoint
+    from ..eval.metrics import format_summary
 
-    Placeholder: to be implemented with the model/generation code.
-    """
-    raise VantageError(f"generation mode requires a checkpoint loader, which is not implemented yet "
-                       f"({args.checkpoint}); score an existing prediction file with `vantage-eval score`")
+    if args.num_beams < 1 or (args.limit is not None and args.limit < 1):
+        raise VantageError("--num_beams and --limit must be >= 1")
+    r = evaluate_checkpoint(args.checkpoint, args.data_dir, split=args.split, num_beams=args.num_beams,
+                            limit=args.limit, output=args.output, pick_valid=not args.no_pick_valid,
+                            batch_size=args.batch_size)
+    print(format_summary(r["summary"]))
+    print(f"{r['examples']} examples in {r['seconds']:.1f}s generation "
+          f"({r['examples'] / max(r['seconds'], 1e-9):.1f} examples/s)")
+    if args.num_beams > 1 and not args.no_pick_valid:
+        print(f"no valid beam candidate (fell back to the top beam): {r['no_valid_candidate']}")
+    if args.output:
+        print(f"predictions: {args.output}")
+    return 0
 
 
 def _main(argv) -> int:

@@ -63,17 +63,24 @@ def resolve_source(source: str, cfg: Config) -> DatasetSplits:
     if source == "synthetic":
         from .synthetic import generate_synthetic
         d = cfg.data
-        out = cache_root() / f"synthetic-s{d.seed}-n{d.synthetic_num_databases}-e{d.synthetic_examples_per_db}"
+        out = cache_root() / (f"synthetic-s{d.seed}-n{d.synthetic_num_databases}-e{d.synthetic_examples_per_db}"
+                              f"-v{d.synthetic_name_variation:g}")
         root = generate_synthetic(out, num_databases=d.synthetic_num_databases,
-                                  examples_per_db=d.synthetic_examples_per_db, seed=d.seed)
+                                  examples_per_db=d.synthetic_examples_per_db, seed=d.seed,
+                                  name_variation=d.synthetic_name_variation)
         return load_spider(root, source="synthetic")
     if source.startswith("spider:"):
         return load_spider(Path(source.split(":", 1)[1]).expanduser(), source="spider")
     p = Path(source).expanduser()
     if p.is_dir() and (p / "tables.json").is_file():
         return load_spider(p, source=p.name)
-    raise DataError(f"data source '{source}': expected 'synthetic', 'spider:PATH' or a folder "
-                    "in the Spider layout")
+    # --- vantage-data (data issue): a processed folder from `vantage-data preprocess` ---
+    from .preprocess import is_processed_dir, processed_splits
+    if is_processed_dir(p):
+        return processed_splits(p)
+    # --- end vantage-data ---
+    raise DataError(f"data source '{source}': expected 'synthetic', 'spider:PATH', a folder "
+                    "in the Spider layout or a processed folder (vantage-data preprocess)")
 
 
 def split_by_database(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
@@ -128,10 +135,20 @@ def prepare_data(cfg: Config, *, source: str | None = None, tokenizer: SQLTokeni
     split (used only to score a promoted configuration).
     """
     source = source or cfg.data.source
+    # --- vantage-data (data issue): processed folders carry their split, ids and tokenizer ---
+    from .preprocess import is_processed_dir, load_processed
+    if source not in ("synthetic",) and not source.startswith("spider:") and is_processed_dir(Path(source).expanduser()):
+        return load_processed(cfg, Path(source).expanduser(), tokenizer=tokenizer, final_split=final_split)
+    # --- end vantage-data ---
     splits = resolve_source(source, cfg)
     if not splits.train:
         raise DataError(f"data source '{source}': no training examples")
     train_ex, valid = split_by_database(list(splits.train), cfg.data.validation_fraction, cfg.data.seed)
+    # --- vantage-data (data issue): augment training examples only (off by default) ---
+    if cfg.data.augmentation_prob > 0 or cfg.data.schema_perturbation_prob > 0:
+        from .augment import augment_examples
+        train_ex, splits.schemas = augment_examples(train_ex, splits.schemas, cfg.data, random.Random(cfg.data.seed))
+    # --- end vantage-data ---
     if final_split == "dev":
         if not splits.dev:
             raise DataError(f"data source '{source}': has no dev split")

@@ -46,7 +46,9 @@ def to_sql(tree: exp.Expression) -> str:
 
 def normalize_sql(sql: str) -> str:
     """Canonical text of `sql`; raises `SQLParseError` when it does not parse."""
-    return to_sql(parse_sql(sql))
+    if not isinstance(sql, str) or not sql.strip():
+        raise SQLParseError("empty SQL")
+    return to_sql(_parse_cached(sql.strip().rstrip(";").strip()))  # generating never mutates
 
 
 def try_normalize(sql: str) -> tuple[str | None, str | None]:

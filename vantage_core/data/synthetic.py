@@ -7,7 +7,11 @@ unchanged. Nothing is committed: the data is generated on demand, byte-identical
 Design: databases are built from a pool of domain designs (school, store, hospital, ...) whose
 table and column names come from one shared everyday vocabulary (name, age, city, price,
 salary, year, ..., ``<parent>_id`` foreign keys to ``id``), so that held-out databases reuse
-words seen in training in new combinations. Questions mention table names, column names
+words seen in training in new combinations. The first variant of a domain uses those base names;
+later variants (a domain repeats when more databases are asked for than there are domains) rename
+tables and columns from per-concept synonym pools (student/pupil/learner, salary/pay/wage, ...),
+so that the same domain yields different vocabularies and a model has to copy names from the
+question and schema rather than memorize them. Questions mention table names, column names
 (underscores as spaces) and literal values verbatim, so the gold SQL can be assembled by
 copying from the question and the schema. The split is by database: ``dev.json`` uses
 databases of domains that no training database uses (as long as there are enough domains).
@@ -29,7 +33,7 @@ from pathlib import Path
 
 from ..errors import DataError
 
-VERSION = 1
+VERSION = 2  # 2: synonym renaming of tables/columns in later variants
 META_FILE = "synthetic_meta.json"
 
 # ----------------------------------------------------------------------------------------
@@ -314,7 +318,8 @@ TABLE_SYNONYMS: dict[str, list[str]] = {
 TABLE_PREFIXES = ["local", "regional", "registered"]
 TABLE_SUFFIXES = ["record", "entry"]
 COLUMN_SYNONYMS: dict[str, list[str]] = {
-    "name": ["label", "title", "full_name"], "title": ["name", "label", "heading"],
+    "name": ["full_name", "person_name", "label"], "title": ["name", "label", "heading"],
+    "name@thing": ["label", "title", "display_name"],  # `name` of a table whose rows are not people
     "city": ["town", "location", "home_city"], "country": ["nation", "home_country", "country_name"],
     "origin": ["departure_city", "from_city", "source_city"],
     "destination": ["arrival_city", "to_city", "target_city"],
@@ -387,8 +392,9 @@ def _naming(domain: str, variant: int, seed: int, name_variation: float,
         for spec in specs:
             col = _split_col(spec)[0]
             new = col
-            if rename and col in COLUMN_SYNONYMS and rng.random() < name_variation:
-                new = _rotate(COLUMN_SYNONYMS[col], seed, f"{domain}:{t.name}:{col}", variant)
+            key = "name@thing" if col == "name" and t.pool != "person" else col
+            if rename and key in COLUMN_SYNONYMS and rng.random() < name_variation:
+                new = _rotate(COLUMN_SYNONYMS[key], seed, f"{domain}:{t.name}:{col}", variant)
                 new = new.format(table=tmap[t.name])
             if new in used or new.endswith("_id") or any(new == _split_col(x)[0] for x in specs if x != spec):
                 new = col  # clash with another column of the table: keep the base name
@@ -406,6 +412,7 @@ class Tbl:
     cols: list[tuple[str, str, str | None]]  # (column, kind text|number|time|key, pool)
     parents: list[str]
     rows: list[tuple] = field(default_factory=list)
+    disp: str = ""                           # display column (the base design's name/title)
 
     def names(self) -> list[str]:
         return [c[0] for c in self.cols]
@@ -417,11 +424,7 @@ class Tbl:
         return [c for c, k, p in self.cols if k == "text" and len(POOLS[p]) <= CATEGORICAL_MAX]
 
     def display(self) -> str:
-        texts = self.of_kind("text")
-        for c in ("name", "title"):
-            if c in texts:
-                return c
-        return texts[0]
+        return self.disp or self.of_kind("text")[0]
 
     def values(self, col: str) -> list:
         i = self.names().index(col)
@@ -481,19 +484,30 @@ def _gen_value(rng: random.Random, col: str, kind: str, pool: str | None):
     return (lo + timedelta(days=rng.randint(0, (hi - lo).days))).isoformat()
 
 
-def _build_db(db_id: str, domain: str, variant: int, rng: random.Random) -> Db:
+def _build_db(db_id: str, domain: str, variant: int, rng: random.Random, *, seed: int = 0,
+              name_variation: float = 1.0) -> Db:
+    design = _design(domain, variant, rng)
+    tmap, cmap = _naming(domain, variant, seed, name_variation, design)
     tables: list[Tbl] = []
-    for tdef, specs, parents in _design(domain, variant, rng):
+    for tdef, specs, base_parents in design:
+        parents = [tmap[p] for p in base_parents]
         cols: list[tuple[str, str, str | None]] = [("id", "key", None)]
+        base: list[str] = ["id"]  # base column names, for value generation
+        texts = []
         for spec in specs:
             col, pool = _split_col(spec)
             kind = _col_kind(col)
-            if kind == "text" and pool is None:
-                pool = tdef.pool if col in ("name", "title") else TEXT_COLS[col]
-            cols.append((col, kind, pool))
+            if kind == "text":
+                texts.append(col)
+                if pool is None:
+                    pool = tdef.pool if col in ("name", "title") else TEXT_COLS[col]
+            cols.append((cmap[(tdef.name, col)], kind, pool))
+            base.append(col)
         for p in parents:
             cols.append((f"{p}_id", "key", p))
-        tables.append(Tbl(tdef.name, cols, parents))
+            base.append(f"{p}_id")
+        disp = next((c for c in ("name", "title") if c in texts), texts[0] if texts else "")
+        tables.append(Tbl(tmap[tdef.name], cols, parents, disp=cmap.get((tdef.name, disp), "")))
         n = rng.randint(*tdef.rows)
         # Each child references a random ~85% of its parent's rows, so NOT IN finds some.
         used = {}
@@ -503,13 +517,13 @@ def _build_db(db_id: str, domain: str, variant: int, rng: random.Random) -> Db:
             used[p] = sorted(rng.sample(ids, k)) if len(ids) > 2 else ids
         for i in range(1, n + 1):
             row = []
-            for col, kind, pool in cols:
+            for (col, kind, pool), bcol in zip(cols, base):
                 if col == "id":
                     row.append(i)
                 elif kind == "key":
                     row.append(rng.choice(used[pool]))
                 else:
-                    row.append(_gen_value(rng, col, kind, pool))
+                    row.append(_gen_value(rng, bcol, kind, pool))
             tables[-1].rows.append(tuple(row))
     return Db(db_id, domain, tables)
 
@@ -1191,9 +1205,9 @@ def plan_databases(num_databases: int, num_dev_databases: int, seed: int) -> tup
     return train, dev
 
 
-def _params(num_databases, examples_per_db, num_dev_databases, seed) -> dict:
+def _params(num_databases, examples_per_db, num_dev_databases, seed, name_variation) -> dict:
     return {"num_databases": num_databases, "examples_per_db": examples_per_db,
-            "num_dev_databases": num_dev_databases, "seed": seed}
+            "num_dev_databases": num_dev_databases, "seed": seed, "name_variation": name_variation}
 
 
 def _complete(out: Path, params: dict) -> bool:
@@ -1217,7 +1231,7 @@ def _build(tmp: Path, params: dict) -> dict:
         for domain, variant in plan:
             db_id = f"{domain}_{variant}"
             rng = random.Random(f"vantage-synthetic:{seed}:{db_id}")
-            db = _build_db(db_id, domain, variant, rng)
+            db = _build_db(db_id, domain, variant, rng, seed=seed, name_variation=params["name_variation"])
             con = _write_sqlite(db, tmp / "database" / db_id / f"{db_id}.sqlite")
             try:
                 splits[split].extend(_examples(db, con, params["examples_per_db"], rng))
@@ -1240,14 +1254,23 @@ def _build(tmp: Path, params: dict) -> dict:
     return meta
 
 
-def generate_synthetic(out_dir: str | Path, *, num_databases: int = 6, examples_per_db: int = 400,
-                       num_dev_databases: int = 2, seed: int = 0) -> Path:
-    """Write (or reuse) a synthetic dataset in the Spider layout at `out_dir`; return its path."""
+DEFAULT_NUM_DATABASES = 24
+
+
+def generate_synthetic(out_dir: str | Path, *, num_databases: int = DEFAULT_NUM_DATABASES,
+                       examples_per_db: int = 400, num_dev_databases: int = 2, seed: int = 0,
+                       name_variation: float = 1.0) -> Path:
+    """Write (or reuse) a synthetic dataset in the Spider layout at `out_dir`; return its path.
+
+    `name_variation` (0..1) is the chance that a table or column of a variant beyond a domain's
+    first is renamed from its synonym pool (0: every variant keeps the base names)."""
     if num_databases < 1 or num_dev_databases < 0 or examples_per_db < 1:
         raise DataError(f"synthetic data: need num_databases >= 1, num_dev_databases >= 0 and "
                         f"examples_per_db >= 1 (got {num_databases}, {num_dev_databases}, {examples_per_db})")
+    if not 0.0 <= name_variation <= 1.0:
+        raise DataError(f"synthetic data: name_variation must be in [0, 1], got {name_variation}")
     out = Path(out_dir).expanduser()
-    params = _params(num_databases, examples_per_db, num_dev_databases, seed)
+    params = _params(num_databases, examples_per_db, num_dev_databases, seed, float(name_variation))
     if _complete(out, params):
         return out
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / META_FILE).is_file())):
@@ -1283,13 +1306,14 @@ def _main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vantage_core.data.synthetic",
                                  description="Generate the synthetic text-to-SQL dataset (Spider layout).")
     ap.add_argument("out_dir")
-    ap.add_argument("--num-databases", type=int, default=6)
+    ap.add_argument("--num-databases", type=int, default=DEFAULT_NUM_DATABASES)
     ap.add_argument("--examples-per-db", type=int, default=400)
     ap.add_argument("--num-dev-databases", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--name-variation", type=float, default=1.0)
     a = ap.parse_args(argv)
     out = generate_synthetic(a.out_dir, num_databases=a.num_databases, examples_per_db=a.examples_per_db,
-                             num_dev_databases=a.num_dev_databases, seed=a.seed)
+                             num_dev_databases=a.num_dev_databases, seed=a.seed, name_variation=a.name_variation)
     splits = load_spider(out, source="synthetic")
     train_dbs = sorted({e.db_id for e in splits.train})
     dev_dbs = sorted({e.db_id for e in splits.dev})

@@ -8,9 +8,26 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..config import ModelConfig
+from . import rng
 from .attention import Attention, KVCache
 from .experts import Experts
 from .router import route
+
+
+def checkpointed(module: nn.Module, fn):
+    """`fn(x)` recomputed in the backward pass (mx.checkpoint) with the module's parameters
+    passed explicitly, so their gradients flow (a closure over them would get zero), and a
+    fixed dropout key, so the recomputation draws the same masks (vantage_core.model.rng)."""
+    def inner(params, key, x):
+        module.update(params)
+        with rng.fixed_key(mx.stop_gradient(key)):
+            return fn(x)
+
+    ck = mx.checkpoint(inner)
+
+    def wrapped(x):
+        return ck(module.trainable_parameters(), rng.new_key(), x)
+    return wrapped
 
 
 class SparseMoE(nn.Module):
@@ -47,14 +64,19 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = nn.RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self.post_attention_layernorm = nn.RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self.hidden_dropout = cfg.hidden_dropout
+        self.checkpoint_moe = False
 
     def _drop(self, x: mx.array) -> mx.array:
         if self.training and self.hidden_dropout > 0:
             p = self.hidden_dropout
-            return x * mx.random.bernoulli(1.0 - p, x.shape).astype(x.dtype) / (1.0 - p)
+            return x * rng.bernoulli(1.0 - p, x.shape).astype(x.dtype) / (1.0 - p)
         return x
 
     def __call__(self, x: mx.array, mask=None, cache: Optional[KVCache] = None):
         h = x + self._drop(self.self_attn(self.input_layernorm(x), mask, cache))
-        y, stats = self.block_sparse_moe(self.post_attention_layernorm(h))
+        moe = self.block_sparse_moe
+        if self.checkpoint_moe and self.training and cache is None:
+            y, stats = checkpointed(moe, moe)(self.post_attention_layernorm(h))
+        else:
+            y, stats = moe(self.post_attention_layernorm(h))
         return h + self._drop(y), stats

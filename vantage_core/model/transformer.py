@@ -9,7 +9,7 @@ import mlx.nn as nn
 
 from ..config import ModelConfig
 from .attention import KVCache
-from .block import DecoderLayer
+from .block import DecoderLayer, checkpointed
 
 
 class _Backbone(nn.Module):
@@ -23,13 +23,17 @@ class _Backbone(nn.Module):
 class MoETransformer(nn.Module):
     """`__call__(tokens) -> (logits, stats)`; stats sum the MoE layers' aux/z losses."""
 
-    def __init__(self, cfg: ModelConfig, *, checkpoint_layers: bool = False):
+    def __init__(self, cfg: ModelConfig, *, checkpoint_layers: bool = False, checkpoint_moe: bool = False):
         super().__init__()
         self.cfg = cfg
         self.model = _Backbone(cfg)
         if not cfg.tie_word_embeddings:
             self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.checkpoint_layers = checkpoint_layers
+        # Finer grain: recompute only each layer's MoE feed-forward (its expert buffers are
+        # the largest per-layer activations); whole-layer checkpointing subsumes it.
+        for layer in self.model.layers:
+            layer.checkpoint_moe = checkpoint_moe and not checkpoint_layers
 
     @property
     def layers(self):
@@ -50,8 +54,7 @@ class MoETransformer(nn.Module):
             c = cache[i] if cache is not None else None
             if self.checkpoint_layers and self.training and c is None:
                 # Recompute the layer in the backward pass instead of storing activations.
-                fn = mx.checkpoint(lambda x, _l=layer: _l(x, mask))
-                h, st = fn(h)
+                h, st = checkpointed(layer, lambda x, _l=layer: _l(x, mask))(h)
             else:
                 h, st = layer(h, mask, c)
             aux = aux + st["aux_loss"]

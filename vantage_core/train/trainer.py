@@ -27,10 +27,11 @@ from ..config import Config  # noqa: E402
 from ..data.prepare import PreparedData  # noqa: E402
 from ..errors import TrainingDiverged  # noqa: E402
 from ..model import MoETransformer  # noqa: E402
+from ..model.fastmath import cross_entropy  # noqa: E402
 from . import metrics as M  # noqa: E402
 from .callbacks import HistoryRecorder  # noqa: E402
-from .checkpoint import (load_optimizer, load_state, load_weights,  # noqa: E402
-                         save_checkpoint)
+from .checkpoint import (find_checkpoint, load_optimizer, load_state,  # noqa: E402
+                         load_weights, save_checkpoint)
 from .optim import lr_at, make_optimizer  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -54,22 +55,82 @@ class TrainResult:
     eval_history: list[dict] = field(default_factory=list)
     best_checkpoint: str | None = None
     error: str | None = None
+    findings: list = field(default_factory=list)   # diagnose.Finding (guide's troubleshooting)
 
 
 def build_model(cfg: Config) -> MoETransformer:
+    """The model with fp32 master weights. `mixed_precision` bf16/fp16 runs the training
+    forward/backward on a cast copy (see `value_and_grad_mp`); gradients, AdamW state and
+    checkpoints stay fp32, and evaluation runs on the fp32 masters.
+    `gradient_checkpointing` recomputes whole decoder layers in the backward pass;
+    `activation_checkpointing` (alone) recomputes only each layer's MoE feed-forward."""
     t = cfg.training
-    model = MoETransformer(cfg.model, checkpoint_layers=t.gradient_checkpointing or t.activation_checkpointing)
-    if t.mixed_precision != "fp32":
-        model.set_dtype(DTYPES[t.mixed_precision])
+    model = MoETransformer(cfg.model, checkpoint_layers=t.gradient_checkpointing,
+                           checkpoint_moe=t.activation_checkpointing)
     mx.eval(model.parameters())
     return model
+
+
+# Static loss scale for fp16 (its 5-bit exponent underflows small gradients otherwise);
+# bf16 has fp32's range and needs none.
+FP16_LOSS_SCALE = 1024.0
+
+
+def _cast_tree(tree, dtype):
+    return tree_map(lambda p: p.astype(dtype) if mx.issubdtype(p.dtype, mx.floating) else p, tree)
+
+
+class compute_precision:
+    """`with compute_precision(model, cfg):` the model's parameters are the compute-dtype
+    copy (bf16/fp16) inside the block and the fp32 masters again after it."""
+
+    def __init__(self, model, cfg: Config):
+        self.model, self.dtype = model, DTYPES[cfg.training.mixed_precision]
+
+    def __enter__(self):
+        self.masters = self.model.parameters()
+        if self.dtype != mx.float32:
+            self.model.update(_cast_tree(self.masters, self.dtype))
+        return self.model
+
+    def __exit__(self, *exc):
+        self.model.update(self.masters)
+
+
+def value_and_grad_mp(model, cfg: Config):
+    """Like `nn.value_and_grad(model, loss_fn)` but computing in the configured precision:
+    the fp32 trainable parameters are cast inside the differentiated function, so the
+    gradients come back fp32 (the cast's vjp) for fp32 AdamW on fp32 masters."""
+    dtype = DTYPES[cfg.training.mixed_precision]
+    if dtype == mx.float32:
+        return nn.value_and_grad(model, lambda m, *a: loss_fn(m, cfg, *a))
+    scale = FP16_LOSS_SCALE if dtype == mx.float16 else 1.0
+
+    def f(params, *args):
+        model.update(_cast_tree(params, dtype))
+        loss, aux = loss_fn(model, cfg, *args)
+        return loss.astype(mx.float32) * scale, aux
+
+    vg = mx.value_and_grad(f)
+
+    def run(_model, *args):
+        params = model.trainable_parameters()
+        (loss, aux), grads = vg(params, *args)
+        model.update(params)               # back to the fp32 masters
+        if scale != 1.0:
+            loss = loss / scale
+            grads = tree_map(lambda g: g / scale, grads)
+        return (loss, aux), grads
+    return run
 
 
 def loss_fn(model, cfg: Config, inputs, positions, targets, weights):
     # inputs: [B, L]; positions/targets/weights: [S], the flattened SQL positions only (the
     # loss ignores the prompt, so the LM head and its softmax run on S << B*L rows).
     logits, st = model(inputs, positions=positions)                       # [S, V]
-    ce = nn.losses.cross_entropy(logits.astype(mx.float32), targets, reduction="none")
+    # = nn.losses.cross_entropy(logits.astype(mx.float32), targets): float32 per row, fused on
+    # the GPU, one (fast) exp pass on the CPU (model/fastmath.py).
+    ce = cross_entropy(logits, targets)
     ce = (ce * weights).sum() / mx.maximum(weights.sum(), 1)
     total = ce + cfg.model.router_aux_loss_coef * st["aux_loss"] + cfg.model.router_z_loss_coef * st["z_loss"]
     return total, (ce, st["aux_loss"], st["z_loss"], st["dropped"], st["counts"])
@@ -192,7 +253,7 @@ def make_train_step(model, optimizer, cfg: Config):
     in one compiled call, used when there is no gradient accumulation (no host round trip
     between the backward pass and the update)."""
     t = cfg.training
-    grad_fn = nn.value_and_grad(model, lambda m, *a: loss_fn(m, cfg, *a))
+    grad_fn = value_and_grad_mp(model, cfg)
 
     def clip(grads):
         norm = mx.sqrt(sum(mx.sum(mx.square(g.astype(mx.float32))) for _, g in tree_flatten(grads)))
@@ -222,51 +283,102 @@ def make_train_step(model, optimizer, cfg: Config):
             mx.compile(step, inputs=state, outputs=state))
 
 
+def _step_seed(seed: int, step: int) -> int:
+    # The random state of step `step` depends only on (seed, step): dropout masks are the same
+    # whether a run got there in one go or resumed from a checkpoint.
+    return (seed * 1_000_003 + step * 7919 + 12345) % (2 ** 31)
+
+
+def _write_status(out: Path | None, status: str, **extra) -> None:
+    if out is None:
+        return
+    import json
+    tmp = out / ".run_status.json.tmp"
+    tmp.write_text(json.dumps({"status": status, **extra}, indent=1))
+    tmp.replace(out / "run_status.json")
+
+
+def _ck_state(step, batcher, best_em, tokens_done, extra=None):
+    st = {"step": step, "batcher": batcher.state(), "best_exact_match": best_em,
+          "tokens_done": tokens_done, "rng": "per-step seed: seed*1000003 + step*7919 + 12345"}
+    st.update(extra or {})
+    return st
+
+
 def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
           output_dir: str | Path | None = None, resume_from: str | Path | None = None,
-          init_weights_from: str | Path | None = None) -> TrainResult:
+          init_weights_from: str | Path | None = None, check_memory: bool = True) -> TrainResult:
     """Train one model. `callbacks` receive train/eval reports; an exception raised by a
-    callback (e.g. a pruner) stops training and propagates."""
+    callback (e.g. a pruner) stops training and propagates.
+
+    Before anything runs, the predicted peak memory is checked against the device
+    (`MemoryBudgetError`, one line; `check_memory=False` skips it). With `output_dir`: the
+    resolved config (config.yaml), `checkpoint-N/` every save_steps (the newest
+    save_total_limit kept), `checkpoint-latest/`, `checkpoint-best/` (validation exact
+    match), metrics.jsonl and run_status.json. `resume_from` continues a run exactly
+    (weights, AdamW state, data position, step; the random state is a function of the
+    step); a checkpoint without optimizer state (checkpoint-best) loads weights only, as
+    does `init_weights_from`. A NaN/inf loss or gradient norm ends the run with
+    status "diverged" without overwriting the last good checkpoint."""
+    from ..model.memory import check_fits
+    from .callbacks import JSONLSink
+    from .diagnose import DiagnoseCallback
+
     cfg, t = config, config.training
+    if check_memory:
+        check_fits(cfg)
+    out = Path(output_dir) if output_dir else None
     callbacks = list(callbacks)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(cfg.to_yaml())
+        if not any(isinstance(cb, JSONLSink) for cb in callbacks):
+            callbacks.append(JSONLSink(out / "metrics.jsonl"))
+        _write_status(out, "running")
+    diag = DiagnoseCallback()
     history = HistoryRecorder()
-    callbacks.append(history)
+    callbacks += [diag, history]
     mx.random.seed(t.seed)
     random.seed(t.seed)
     model = build_model(cfg)
     optimizer = make_optimizer(t)
     batcher = Batcher(len(data.train), t.seed)
-    start_step, best_em = 0, -1.0
-    out = Path(output_dir) if output_dir else None
+    start_step, best_em, tokens_done = 0, -1.0, 0
     if init_weights_from or cfg.model.init_from:
         load_weights(model, init_weights_from or cfg.model.init_from)
+        log.info("initialized weights from %s", init_weights_from or cfg.model.init_from)
     if resume_from:
         load_weights(model, resume_from)
         st = load_state(resume_from)
-        if st.get("step") is not None and (Path(resume_from) / "optimizer.safetensors").is_file():
+        if st.get("step") is not None and (find_checkpoint(resume_from) / "optimizer.safetensors").is_file():
             optimizer.init(model.trainable_parameters())
             load_optimizer(optimizer, resume_from)
             start_step = int(st["step"])
             batcher.restore(st["batcher"])
             best_em = float(st.get("best_exact_match", -1.0))
-            mx.random.state[0] = mx.array(np.array(st["mx_rng"], dtype=np.uint32))
-    log.info("training: %s, BLAS: %s, device: %s", data.source, active_blas(), mx.default_device())
+            tokens_done = int(st.get("tokens_done", 0))
+            log.info("resumed from %s at step %d", resume_from, start_step)
+        else:
+            log.info("loaded weights from %s (no optimizer state: starting at step 0)", resume_from)
+    log.info("training: %s, BLAS: %s, device: %s, precision: %s", data.source, active_blas(),
+             mx.default_device(), t.mixed_precision)
 
     accum = t.gradient_accumulation_steps
     micro_c, apply_c, step_c = make_train_step(model, optimizer, cfg)
 
     model.train()
     mx.reset_peak_memory()
-    tokens_done, train_time = 0, 0.0
+    train_time = 0.0
     last_eval: dict[str, Any] = {}
     dropped_acc, dropped_n = 0.0, 0
-    best_path = None
+    best_path = str(out / "checkpoint-best") if out is not None and (out / "checkpoint-best").is_dir() else None
     t_start = time.perf_counter()
     step = start_step
     status, error = "completed", None
     window_t, window_steps, window_tokens = 0.0, 0, 0
     try:
         while step < t.num_train_steps:
+            mx.random.seed(_step_seed(t.seed, step))
             t0 = time.perf_counter()
             grads_acc = None
             loss_sum, aux_sum, z_sum, drop_sum = 0.0, 0.0, 0.0, 0.0
@@ -285,6 +397,9 @@ def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
                 counts = np.array(cnt) if counts is None else counts + np.array(cnt)
                 tokens_done += ntok
                 window_tokens += ntok
+            if not math.isfinite(loss_sum):
+                # Before the update: the weights stay those of the last good step.
+                raise TrainingDiverged(step + 1, "loss")
             lr = float(lr_at(step, t).item())
             norm = apply_c(grads_acc)
             mx.eval(model.parameters(), optimizer.state, norm)
@@ -294,8 +409,6 @@ def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
             window_t += dt
             window_steps += 1
             gn = float(norm.item())
-            if not math.isfinite(loss_sum):
-                raise TrainingDiverged(step, "loss")
             if not math.isfinite(gn):
                 raise TrainingDiverged(step, "gradient norm")
             dropped_acc += drop_sum
@@ -317,17 +430,14 @@ def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
                 improved = em > best_em
                 best_em = max(best_em, em)
                 rep = {k: v for k, v in last_eval.items() if k != "predictions"}
-                if out is not None:
-                    ck_state = {"step": step, "batcher": batcher.state(), "best_exact_match": best_em,
-                                "mx_rng": np.array(mx.random.state[0]).tolist(), "eval": rep}
-                    if improved:
-                        best_path = save_checkpoint(out / "checkpoint-best", model=model, config=cfg,
-                                                    tokenizer=data.tokenizer, state=ck_state)
+                if out is not None and improved:
+                    best_path = str(save_checkpoint(
+                        out / "checkpoint-best", model=model, config=cfg, tokenizer=data.tokenizer,
+                        state=_ck_state(step, batcher, best_em, tokens_done, {"eval": rep})))
                 for cb in callbacks:
                     cb.on_eval_report(rep)
             if out is not None and (step % t.save_steps == 0 or step == t.num_train_steps):
-                ck_state = {"step": step, "batcher": batcher.state(), "best_exact_match": best_em,
-                            "mx_rng": np.array(mx.random.state[0]).tolist()}
+                ck_state = _ck_state(step, batcher, best_em, tokens_done)
                 save_checkpoint(out / "checkpoint-latest", model=model, config=cfg, tokenizer=data.tokenizer,
                                 optimizer=optimizer, state=ck_state)
                 if step % t.save_steps == 0:
@@ -337,6 +447,12 @@ def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
     except TrainingDiverged as e:
         status, error = "diverged", str(e)
         log.error("%s", e)
+        _write_status(out, "diverged", step=e.step, error=str(e))
+    except BaseException as e:
+        _write_status(out, "failed", step=step, error=f"{type(e).__name__}: {e}"[:500])
+        raise
+    else:
+        _write_status(out, "completed", step=step)
     finally:
         for cb in callbacks:
             if hasattr(cb, "close") and cb is not history:
@@ -351,5 +467,5 @@ def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
         peak_memory_bytes=int(mx.get_peak_memory()), tokens_per_sec=tokens_done / max(train_time, 1e-9),
         wall_time_s=time.perf_counter() - t_start, dropped_fraction=dropped_acc / max(1, dropped_n),
         train_history=history.train, eval_history=history.eval,
-        best_checkpoint=str(best_path) if best_path else None, error=error,
+        best_checkpoint=best_path, error=error, findings=list(diag.findings),
     )

@@ -1,0 +1,491 @@
+"""One MoE training step (forward, backward, AdamW update): Vantage vs mlx-lm (vs PyTorch).
+
+    python bench/moe_step.py --device cpu --preset tiny
+    python bench/moe_step.py --device cpu --preset cpu-15m
+    python bench/moe_step.py --device gpu --preset mixtral-gpu      # MLX CUDA + torch
+
+Every system is built from one shape description (preset + overrides) and trained on the same
+random batch [B, L+1] (inputs = tokens[:, :-1], targets = tokens[:, 1:], loss on all B*L
+positions):
+  vantage       Vantage's own compiled trainer step (`make_train_step`: loss_fn with the
+                router aux/z losses, grad-norm clipping, AdamW) with moe_impl/capacity as named
+  mlx-lm        `mlx_lm.models.mixtral.Model` with Vantage's initial weights, mlx-lm's own
+                `default_loss`, AdamW, its step compiled as mlx_lm/tuner/trainer.py does
+                (mx.compile with inputs=outputs=[model.state, optimizer.state, mx.random.state])
+  mlx-lm-eager  the same step uncompiled
+  torch         HF transformers `MixtralForCausalLM` (default attention), torch AdamW,
+                bf16, random init (GPU only unless --systems names it)
+Before timing, Vantage (no-drop capacity) and mlx-lm are checked to compute the same function
+on the same weights (logits and loss). Timing: warm-up steps, then --rounds rounds of --steps
+steps per system, interleaved (the CPU is shared), each step ended by a synchronizing eval;
+the median round is reported on the GPU, the fastest on the (shared) CPU. Peak memory: MLX's peak during that system's steps minus the
+other systems' resident arrays; torch.cuda.max_memory_allocated for torch.
+Last line: `ratio_vs_mlx_lm=X.XX` (+ ` ratio_vs_torch=Y.YY` when torch ran): Vantage at the
+no-drop capacity factor, top-k of the preset, over mlx-lm's compiled step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vantage_core.blas import active_blas, load_openblas  # noqa: E402
+
+load_openblas()
+
+import mlx.core as mx  # noqa: E402
+import mlx.nn as nn  # noqa: E402
+import mlx.optimizers as optim  # noqa: E402
+import numpy as np  # noqa: E402
+from mlx.utils import tree_flatten, tree_map  # noqa: E402
+
+PRESETS = {
+    # The issue's GPU shape (Mixtral-shaped, ~0.6B parameters).
+    "mixtral-gpu": dict(hidden=1024, layers=8, heads=16, kv_heads=8, experts=8, top_k=2,
+                        intermediate=2816, vocab=8192, batch=16, seq=1024, dtype="bf16"),
+    # configs/tiny_model.yaml (~0.5M parameters).
+    "tiny": dict(hidden=64, layers=2, heads=4, kv_heads=2, experts=4, top_k=2,
+                 intermediate=128, vocab=2048, batch=16, seq=128, dtype="fp32"),
+    # ~15M parameters.
+    "cpu-15m": dict(hidden=256, layers=4, heads=8, kv_heads=4, experts=8, top_k=2,
+                    intermediate=512, vocab=4096, batch=8, seq=128, dtype="fp32"),
+}
+DTYPES = {"fp32": mx.float32, "bf16": mx.bfloat16, "fp16": mx.float16}
+LR, BETAS, EPS, WD, ROPE_THETA, NORM_EPS = 1e-4, (0.9, 0.95), 1e-8, 0.1, 10000.0, 1e-5
+
+_log_file = None
+
+
+def say(*a):
+    line = " ".join(str(x) for x in a)
+    print(line, flush=True)
+    if _log_file is not None:
+        _log_file.write(line + "\n")
+        _log_file.flush()
+
+
+def tree_bytes(t) -> int:
+    return sum(v.nbytes for _, v in tree_flatten(t) if isinstance(v, mx.array))
+
+
+# --------------------------------------------------------------------------- MLX systems
+
+
+def vantage_config(sh: dict, *, k: int, impl: str, capacity: float, compile: bool = True):
+    from vantage_core.config import Config, ModelConfig, TrainingConfig
+    m = ModelConfig(hidden_size=sh["hidden"], num_layers=sh["layers"], num_experts=sh["experts"],
+                    num_experts_per_token=k, expert_capacity=capacity, num_attention_heads=sh["heads"],
+                    num_key_value_heads=sh["kv_heads"], intermediate_size=sh["intermediate"],
+                    vocab_size=sh["vocab"], max_position_embeddings=max(4096, sh["seq"]),
+                    rope_theta=ROPE_THETA, rms_norm_eps=NORM_EPS, moe_impl=impl)
+    t = TrainingConfig(batch_size=sh["batch"], learning_rate=LR, adam_beta1=BETAS[0], adam_beta2=BETAS[1],
+                       adam_epsilon=EPS, weight_decay=WD, warmup_steps=0, lr_scheduler_type="constant",
+                       num_train_steps=1_000_000, mixed_precision=sh["dtype"], compile=compile)
+    return Config(model=m, training=t)
+
+
+def to_mlx_lm_names(params: list[tuple[str, mx.array]]):
+    # Vantage nests the SwitchGLU one level deeper (block_sparse_moe.experts.switch_mlp.*);
+    # mlx-lm has block_sparse_moe.switch_mlp.*; everything else is named alike.
+    return [(n.replace(".block_sparse_moe.experts.switch_mlp.", ".block_sparse_moe.switch_mlp."), v)
+            for n, v in params]
+
+
+class MLXSystem:
+    kind = "mlx"
+
+    def __init__(self, name, model, optimizer, step, args, tokens_per_step, label=""):
+        self.name, self.model, self.optimizer, self.step_fn, self.args = name, model, optimizer, step, args
+        self.tokens = tokens_per_step
+        self.label = label
+        self.times: list[float] = []
+        self.cpu_times: list[float] = []
+        self.peak = 0
+        self.dropped: list[float] = []
+
+    def run(self):
+        out = self.step_fn(*self.args)
+        mx.eval(out, self.model.parameters(), self.optimizer.state)
+        return out
+
+    def resident(self) -> int:
+        return tree_bytes(self.model.parameters()) + tree_bytes(self.optimizer.state)
+
+
+def make_vantage(sh, init_params, batch, *, k, impl, capacity, name, fused=True, plain=False):
+    from vantage_core.model import MoETransformer
+    from vantage_core.train.optim import make_optimizer
+    from vantage_core.train.trainer import make_train_step
+    cfg = vantage_config(sh, k=k, impl=impl, capacity=capacity)
+    model = MoETransformer(cfg.model)
+    model.load_weights(init_params)
+    model.train()
+    if plain:
+        for layer in model.layers:
+            layer.block_sparse_moe.experts.plain_autograd = True
+    opt = make_optimizer(cfg.training)
+    micro, apply, step = make_train_step(model, opt, cfg)
+    inputs, positions, targets, weights = batch
+    if fused:
+        fn, args = step, (inputs, positions, targets, weights)
+    else:  # the loop's split form: micro then apply (one call each; eval only at the end here)
+        one = mx.array(1.0)
+
+        def fn(*a):
+            loss, aux, grads = micro(*a, one)
+            return loss, aux, apply(grads)
+        args = (inputs, positions, targets, weights)
+    s = MLXSystem(name, model, opt, fn, args, inputs.size,
+                  label=f"{impl}, capacity {capacity:g}" if impl == "capacity" else impl)
+    s.cfg = cfg
+    return s
+
+
+def make_mlx_lm(sh, init_params, tokens, *, k, compiled=True, name="mlx-lm"):
+    from mlx_lm.models.mixtral import Model, ModelArgs
+    from mlx_lm.tuner.trainer import default_loss
+    args = ModelArgs(model_type="mixtral", vocab_size=sh["vocab"], hidden_size=sh["hidden"],
+                     intermediate_size=sh["intermediate"], num_hidden_layers=sh["layers"],
+                     num_attention_heads=sh["heads"], num_experts_per_tok=k,
+                     num_key_value_heads=sh["kv_heads"], num_local_experts=sh["experts"],
+                     rms_norm_eps=NORM_EPS, rope_theta=ROPE_THETA, tie_word_embeddings=False)
+    model = Model(args)
+    model.load_weights(to_mlx_lm_names(init_params), strict=True)
+    model.train()
+    opt = optim.AdamW(learning_rate=LR, betas=list(BETAS), eps=EPS, weight_decay=WD)
+    loss_value_and_grad = nn.value_and_grad(model, default_loss)
+    B, L1 = tokens.shape
+    lengths = mx.array(np.array([[0, L1 - 1]] * B, dtype=np.int32))   # every position counts
+
+    def step(batch, lengths):  # mlx_lm/tuner/trainer.py's step, no accumulation
+        (lvalue, toks), grad = loss_value_and_grad(model, batch, lengths)
+        opt.update(model, grad)
+        return lvalue, toks
+
+    if compiled:
+        state = [model.state, opt.state, mx.random.state]
+        step = mx.compile(step, inputs=state, outputs=state)
+    return MLXSystem(name, model, opt, step, (tokens, lengths), B * (L1 - 1),
+                     label="compiled" if compiled else "eager")
+
+
+# --------------------------------------------------------------------------- torch
+
+
+class TorchSystem:
+    kind = "torch"
+
+    def __init__(self, sh, k, device, name="torch"):
+        import torch
+        import torch.nn.functional as F
+        from transformers import MixtralConfig, MixtralForCausalLM
+        self.torch, self.F = torch, F
+        self.name, self.label = name, ""
+        dev = torch.device("cuda" if device == "gpu" else "cpu")
+        self.dev = dev
+        dt = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}[sh["dtype"]]
+        cfg = MixtralConfig(vocab_size=sh["vocab"], hidden_size=sh["hidden"], intermediate_size=sh["intermediate"],
+                            num_hidden_layers=sh["layers"], num_attention_heads=sh["heads"],
+                            num_key_value_heads=sh["kv_heads"], num_local_experts=sh["experts"],
+                            num_experts_per_tok=k, max_position_embeddings=max(4096, sh["seq"]),
+                            rope_theta=ROPE_THETA, rms_norm_eps=NORM_EPS, tie_word_embeddings=False,
+                            output_router_logits=False)
+        torch.manual_seed(0)
+        with dev:
+            self.model = MixtralForCausalLM(cfg).to(dt)
+        self.model.train()
+        self.attn_impl = getattr(self.model.config, "_attn_implementation", "?")
+        self.label = f"transformers, attn={self.attn_impl}"
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=LR, betas=BETAS, eps=EPS, weight_decay=WD)
+        g = torch.Generator(device="cpu").manual_seed(0)
+        tok = torch.randint(0, sh["vocab"], (sh["batch"], sh["seq"] + 1), generator=g).to(dev)
+        self.inp, self.tgt = tok[:, :-1].contiguous(), tok[:, 1:].contiguous()
+        self.V = sh["vocab"]
+        self.tokens = sh["batch"] * sh["seq"]
+        self.times, self.cpu_times, self.peak, self.dropped = [], [], 0, []
+
+    def run(self):
+        torch = self.torch
+        self.opt.zero_grad(set_to_none=True)
+        logits = self.model(input_ids=self.inp).logits
+        loss = self.F.cross_entropy(logits.float().reshape(-1, self.V), self.tgt.reshape(-1))
+        loss.backward()
+        self.opt.step()
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize()
+        return loss
+
+    def resident(self) -> int:
+        return 0
+
+    def reset_peak(self):
+        if self.dev.type == "cuda":
+            self.torch.cuda.reset_peak_memory_stats()
+
+    def get_peak(self):
+        return self.torch.cuda.max_memory_allocated() if self.dev.type == "cuda" else 0
+
+    def close(self):
+        del self.model, self.opt
+        gc.collect()
+        if self.dev.type == "cuda":
+            self.torch.cuda.empty_cache()
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def routing_load(model, inputs) -> tuple[float, np.ndarray]:
+    """Largest per-layer expert load over the mean load (before capacity), on this batch."""
+    _, st = model(inputs)
+    counts = np.array(st["counts"])                      # [layers, E]
+    mean = counts.sum(axis=1, keepdims=True) / counts.shape[1]
+    return float((counts / mean).max()), counts
+
+
+def check_same_function(v: MLXSystem, m: MLXSystem, inputs, targets, dtype: str) -> dict:
+    """Vantage (train mode, capacity path, no drops) vs mlx-lm on the same weights."""
+    lv, st = v.model(inputs)
+    lm = m.model(inputs)
+    lv32, lm32 = lv.astype(mx.float32), lm.astype(mx.float32)
+    rel = float((mx.linalg.norm((lv32 - lm32).reshape(-1)) / mx.linalg.norm(lm32.reshape(-1))).item())
+    mx_abs = float(mx.abs(lv32 - lm32).max().item())
+    ce_v = float(nn.losses.cross_entropy(lv32, targets).mean().item())
+    ce_m = float(nn.losses.cross_entropy(lm32, targets).mean().item())
+    dropped = float(st["dropped"].item())
+    tol = 1e-4 if dtype == "fp32" else 2e-2
+    ok = rel < tol and abs(ce_v - ce_m) < tol * max(1.0, abs(ce_m)) and dropped == 0.0
+    return dict(rel=rel, max_abs=mx_abs, ce_vantage=ce_v, ce_mlx_lm=ce_m, dropped=dropped, tol=tol, ok=ok)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    for key in ("hidden", "layers", "heads", "kv_heads", "experts", "top_k", "intermediate", "vocab", "batch", "seq"):
+        p.add_argument("--" + key.replace("_", "-"), type=int, default=None)
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=None)
+    p.add_argument("--steps", type=int, default=None, help="timed steps per round")
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--capacity", type=float, default=0.0,
+                   help="no-drop capacity factor for the headline; 0 = smallest multiple of 0.05 above the "
+                        "batch's largest expert load plus --margin")
+    p.add_argument("--margin", type=float, default=0.1)
+    p.add_argument("--variants", default="nodrop,cap1.25,gather,top1,plain,split,eager",
+                   help="extra rows: cap1.25, gather, top1 (Vantage and mlx-lm at k=1), plain (capacity "
+                        "path through MLX autograd, no hand-written VJPs), split (the micro+apply form), "
+                        "eager (mlx-lm uncompiled)")
+    p.add_argument("--systems", default=None, help="comma list among vantage,mlx-lm,torch (default: "
+                   "torch only on the GPU)")
+    p.add_argument("--check-only", action="store_true")
+    p.add_argument("--log", default=None, help="also write the output here (default $OUT/log when OUT is set)")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    global _log_file
+    a = parse_args(argv)
+    log_path = a.log or (os.path.join(os.environ["OUT"], "log") if os.environ.get("OUT") else None)
+    if log_path:
+        _log_file = open(log_path, "a")
+    sh = dict(PRESETS[a.preset])
+    for key in ("hidden", "layers", "heads", "kv_heads", "experts", "top_k", "intermediate", "vocab", "batch", "seq", "dtype"):
+        if getattr(a, key) is not None:
+            sh[key] = getattr(a, key)
+    gpu = a.device == "gpu"
+    mx.set_default_device(mx.gpu if gpu else mx.cpu)
+    steps = a.steps or (10 if gpu else 2)
+    rounds = a.rounds or (2 if gpu else 12)
+    systems = set((a.systems or ("vantage,mlx-lm,torch" if gpu else "vantage,mlx-lm")).split(","))
+    variants = set(a.variants.split(",")) if a.variants else set()
+    k = sh["top_k"]
+    B, L = sh["batch"], sh["seq"]
+
+    from vantage_core.model import MoETransformer, count_parameters
+    say(f"# bench/moe_step.py {datetime.date.today().isoformat()}  device={mx.default_device()}  "
+        f"mlx={mx.__version__}  blas={active_blas() if not gpu else 'n/a'}  python={platform.python_version()}")
+    say(f"# shape: {sh}  steps/round={steps} rounds={rounds} warmup={a.warmup}")
+
+    mx.random.seed(a.seed)
+    tokens = mx.random.randint(0, sh["vocab"], (B, L + 1)).astype(mx.int32)
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    positions = mx.arange(B * L, dtype=mx.int32)
+    tflat = targets.reshape(-1)
+    wts = mx.ones((B * L,), dtype=mx.float32)
+    batch = (inputs, positions, tflat, wts)
+
+    def init_params(kk):
+        cfg = vantage_config(sh, k=kk, impl="capacity", capacity=0.0)
+        mx.random.seed(a.seed + 1)
+        mdl = MoETransformer(cfg.model)
+        if sh["dtype"] != "fp32":
+            mdl.set_dtype(DTYPES[sh["dtype"]])
+        mx.eval(mdl.parameters())
+        pc = count_parameters(cfg.model)
+        return list(tree_flatten(mdl.parameters())), mdl, pc
+
+    runs: list = []
+    head = {}
+    checks = []
+    for kk in ([k] + ([1] if "top1" in variants and k != 1 else [])):
+        params, probe, pc = init_params(kk)
+        say(f"# top-{kk}: parameters total {pc['total'] / 1e6:.2f}M, active/token {pc['active'] / 1e6:.2f}M")
+        probe.train()
+        load, counts = routing_load(probe, inputs)
+        E = sh["experts"]
+        nodrop = a.capacity or min(E / kk, math.ceil((load + a.margin) * 20 - 1e-9) / 20)
+        say(f"# top-{kk}: largest expert load / mean on this batch = {load:.3f} -> no-drop capacity factor "
+            f"{nodrop:g} (E/k = {E / kk:g} never drops)")
+        del probe
+        tag = "" if kk == k else f" top{kk}"
+        if "vantage" in systems:
+            v = make_vantage(sh, params, batch, k=kk, impl="capacity", capacity=nodrop, name=f"vantage{tag}")
+            v.headline = kk == k
+            runs.append(v)
+            if kk == k:
+                head["vantage"] = v
+                if "cap1.25" in variants:
+                    runs.append(make_vantage(sh, params, batch, k=kk, impl="capacity", capacity=1.25,
+                                             name="vantage cap1.25"))
+                if "gather" in variants:
+                    runs.append(make_vantage(sh, params, batch, k=kk, impl="gather", capacity=0.0,
+                                             name="vantage gather"))
+                if "plain" in variants:
+                    runs.append(make_vantage(sh, params, batch, k=kk, impl="capacity", capacity=nodrop,
+                                             name="vantage plain-autograd", plain=True))
+                if "split" in variants:
+                    runs.append(make_vantage(sh, params, batch, k=kk, impl="capacity", capacity=nodrop,
+                                             name="vantage split", fused=False))
+        if "mlx-lm" in systems:
+            m = make_mlx_lm(sh, params, tokens, k=kk, name=f"mlx-lm{tag}")
+            runs.append(m)
+            if kk == k:
+                head["mlx-lm"] = m
+                if "eager" in variants:
+                    runs.append(make_mlx_lm(sh, params, tokens, k=kk, compiled=False, name="mlx-lm eager"))
+        if "vantage" in systems and "mlx-lm" in systems:
+            c = check_same_function(v, m, inputs, targets, sh["dtype"])
+            c["k"] = kk
+            checks.append(c)
+            say(f"# check top-{kk} vantage(capacity {nodrop:g}) vs mlx-lm, same weights: logits rel-L2 "
+                f"{c['rel']:.2e} (max abs {c['max_abs']:.2e}), CE {c['ce_vantage']:.6f} vs {c['ce_mlx_lm']:.6f}, "
+                f"dropped {c['dropped']:.4f}, tolerance {c['tol']:g}: {'OK' if c['ok'] else 'FAILED'}")
+        del params
+    if any(not c["ok"] for c in checks):
+        say("# CHECK FAILED: the systems do not compute the same function; numbers below are not comparable")
+        if a.check_only:
+            sys.exit(1)
+    if a.check_only:
+        return
+
+    # Warm-up (compilation) and peak memory, one system at a time.
+    total_resident = sum(r.resident() for r in runs)
+    failed = []
+    for r in runs:
+        gc.collect()
+        mx.clear_cache()
+        t0 = time.perf_counter()
+        mx.reset_peak_memory()
+        try:
+            for _ in range(max(1, a.warmup)):
+                out = r.run()
+        except Exception as e:  # report and go on with the other systems
+            say(f"# FAILED {r.name}: {type(e).__name__}: {e}")
+            failed.append(r)
+            continue
+        r.compile_s = time.perf_counter() - t0
+        r.peak = mx.get_peak_memory() - (total_resident - r.resident())
+        say(f"# warm-up {r.name}: {r.compile_s:.1f}s")
+
+    runs = [r for r in runs if r not in failed]
+
+    def time_round(r):
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(steps):
+            out = r.run()
+            if r.name.startswith("vantage"):
+                r.dropped.append(float(out[1][3].item()))
+        r.times.append((time.perf_counter() - t0) / steps)
+        r.cpu_times.append((time.process_time() - c0) / steps)
+
+    for i in range(rounds):
+        for r in (runs if i % 2 == 0 else runs[::-1]):
+            time_round(r)
+    tsys = None
+
+    def run_torch(kk, name):
+        gc.collect()
+        mx.clear_cache()
+        try:
+            ts = TorchSystem(sh, kk, a.device, name=name)
+            ts.reset_peak()
+            for _ in range(max(1, a.warmup)):
+                ts.run()
+            for _ in range(rounds):
+                time_round(ts)
+            ts.peak = ts.get_peak()
+        except Exception as e:
+            say(f"# FAILED {name}: {type(e).__name__}: {e}")
+            return None
+        ts.close()
+        runs.append(ts)
+        return ts
+
+    if "torch" in systems:
+        tsys = run_torch(k, "torch")
+        if "top1" in variants and k != 1:
+            run_torch(1, "torch top1")
+
+    # Report.
+    say("")
+    # The CPU is shared with other jobs: there the fastest round (least disturbed) is the
+    # estimate; on the GPU the median.
+    est = min if not gpu else statistics.median
+    est_name = "best" if not gpu else "median"
+    say(f"| system | step | tokens/s | step ms ({est_name} of {rounds}) | median ms | CPU-s/step | peak memory MiB | dropped |")
+    say("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    res = {}
+    for r in runs:
+        t = est(r.times)
+        tps = r.tokens / t
+        res[r.name] = tps
+        dr = f"{max(r.dropped):.4f} (mean {statistics.mean(r.dropped):.4f})" if r.dropped else "0 (never drops)"
+        say(f"| {r.name} | {r.label} | {tps:,.0f} | {t * 1e3:.1f} | {statistics.median(r.times) * 1e3:.1f} | "
+            f"{statistics.median(r.cpu_times):.3f} | {r.peak / 2 ** 20:,.0f} | {dr} |")
+    say("")
+    line = ""
+    if "vantage" in res and "mlx-lm" in res:
+        line = f"ratio_vs_mlx_lm={res['vantage'] / res['mlx-lm']:.2f}"
+        if "vantage top1" in res and "mlx-lm top1" in res:
+            say(f"# top-1: vantage/mlx-lm = {res['vantage top1'] / res['mlx-lm top1']:.2f}")
+        if "vantage cap1.25" in res:
+            say(f"# capacity 1.25: vantage/mlx-lm = {res['vantage cap1.25'] / res['mlx-lm']:.2f}")
+        if "vantage gather" in res:
+            say(f"# gather path: vantage/mlx-lm = {res['vantage gather'] / res['mlx-lm']:.2f}")
+    if "torch" in res and "vantage" in res:
+        line += f" ratio_vs_torch={res['vantage'] / res['torch']:.2f}"
+        if "torch top1" in res and "vantage top1" in res:
+            say(f"# top-1: vantage/torch = {res['vantage top1'] / res['torch top1']:.2f}")
+        if tsys is not None:
+            say(f"# memory: vantage {head['vantage'].peak / 2 ** 20:,.0f} MiB vs torch {tsys.peak / 2 ** 20:,.0f} MiB")
+    if line:
+        say(line)
+
+
+if __name__ == "__main__":
+    main()

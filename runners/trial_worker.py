@@ -1,0 +1,66 @@
+"""Child process of the subprocess runner: runs ONE trial of a study.
+
+    python -m runners.trial_worker --storage URL --study-name S --trial-number N
+
+The parent asked the trial (`study.ask()`, so it is RUNNING under trial number N); this
+process builds the objective from the study's stored settings, runs it, and tells the
+result. If this process dies, the parent marks the trial FAIL with the reason (and a
+restarted sweep or the heartbeat does, if the parent died too)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import resource
+import sys
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m runners.trial_worker")
+    p.add_argument("--storage", required=True)
+    p.add_argument("--study-name", required=True)
+    p.add_argument("--trial-number", type=int, required=True)
+    p.add_argument("--seed", type=int, default=None, help="sampler seed (the parent passes seed + trial number)")
+    p.add_argument("--out", default=None)
+    p.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    import optuna
+    from optuna.storages._heartbeat import get_heartbeat_thread
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from studies.objective import TrialFailed, make_objective
+    from studies.worker import join_study
+
+    joined = join_study(args.storage, args.study_name, seed=args.seed, out=args.out, check_data=False)
+    study, spec = joined.study, joined.spec
+    storage = study._storage
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, args.trial_number)
+    trial = optuna.trial.Trial(study, trial_id)
+    objective = make_objective(spec)
+    state, values = TrialState.FAIL, None
+    with get_heartbeat_thread(trial_id, storage):
+        try:
+            values = objective(trial)
+            state = TrialState.COMPLETE
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except TrialFailed as e:
+            trial.set_user_attr("failure_reason", trial.user_attrs.get("failure_reason") or str(e))
+        except Exception as e:  # a bug or a crash in the trial: FAIL with the reason, exit 1
+            trial.set_user_attr("failure_reason", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500])
+            trial.set_user_attr("process_peak_rss_bytes", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        trial.set_user_attr("process_peak_rss_bytes", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    if state == TrialState.COMPLETE:
+        study.tell(trial, values)
+    else:
+        study.tell(trial, state=state)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

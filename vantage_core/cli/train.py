@@ -1,0 +1,179 @@
+"""`vantage-train` (and `python scripts/train.py`): train one model from a config.
+
+Precedence: config defaults < YAML (--config) < --set section.key=value < the dedicated
+flags (--seed, --num_train_steps, --learning_rate, --data_dir). Before any data is loaded
+the configuration's peak memory is predicted and a run that cannot fit the device is
+refused with a one-line explanation (exit 2); --dry-run prints the prediction and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+from ..errors import DataError, run_cli
+
+log = logging.getLogger("vantage.train")
+
+DEBUG_TRAIN_EXAMPLES = 256
+DEBUG_EVAL_EXAMPLES = 16
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vantage-train", description="Train a Vantage MoE text-to-SQL model.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  vantage-train --config configs/tiny_model.yaml --data_dir synthetic --output_dir runs/tiny\n"
+               "  vantage-train --config configs/medium_model.yaml --dry-run\n"
+               "  vantage-train --config tiny --data_dir synthetic --output_dir runs/tiny "
+               "--resume_from_checkpoint runs/tiny/checkpoint-latest")
+    p.add_argument("--config", required=True, metavar="PATH",
+                   help="path to a config file, or tiny/small/medium/large (required)")
+    p.add_argument("--data_dir", metavar="PATH",
+                   help="preprocessed data folder, a Spider-layout folder, 'synthetic' or 'spider:PATH' "
+                        "(default: the config's data.source)")
+    p.add_argument("--output_dir", metavar="PATH", help="output directory for checkpoints, logs and metrics")
+    p.add_argument("--resume_from_checkpoint", metavar="PATH",
+                   help="resume from a checkpoint folder (exactly, when it holds optimizer state; "
+                        "weights only otherwise, e.g. another run's checkpoint-best)")
+    p.add_argument("--wandb_project", metavar="NAME", help="W&B project name (enables W&B logging)")
+    p.add_argument("--wandb_run_name", metavar="NAME", help="W&B run name")
+    p.add_argument("--seed", type=int, metavar="INT", help="random seed (default: the config's, 42)")
+    p.add_argument("--debug", action="store_true",
+                   help=f"debug mode: train on a small subset ({DEBUG_TRAIN_EXAMPLES} training sequences, "
+                        f"{DEBUG_EVAL_EXAMPLES} evaluation examples)")
+    p.add_argument("--num_train_steps", type=int, metavar="INT", help="override training.num_train_steps")
+    p.add_argument("--learning_rate", type=float, metavar="FLOAT", help="override training.learning_rate")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override any config key, e.g. --set model.expert_capacity=1.5 (repeatable)")
+    p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
+                   help="print parameters and predicted peak memory, then exit")
+    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
+                   help="do not write TensorBoard event files (<output_dir>/logs)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--skip-memory-check", dest="memory_check", action="store_false",
+                   help="train even when the predicted peak memory exceeds the device's")
+    return p
+
+
+def resolve(args):
+    from ..config import load_config, parse_overrides
+
+    over = parse_overrides(args.overrides)
+    if args.seed is not None:
+        over.setdefault("training", {})["seed"] = args.seed
+    if args.num_train_steps is not None:
+        over.setdefault("training", {})["num_train_steps"] = args.num_train_steps
+    if args.learning_rate is not None:
+        over.setdefault("training", {})["learning_rate"] = args.learning_rate
+    if args.data_dir is not None:
+        over.setdefault("data", {})["source"] = data_source(args.data_dir)
+    return load_config(args.config, over or None)
+
+
+def data_source(data_dir: str) -> str:
+    """--data_dir -> data.source: 'synthetic' and 'spider:PATH' pass through; a folder
+    (processed data or Spider layout) is passed as its absolute path."""
+    if data_dir == "synthetic" or (":" in data_dir and not Path(data_dir).exists()):
+        return data_dir
+    return str(Path(data_dir).expanduser().absolute())
+
+
+def check_data_dir(source: str) -> None:
+    if source == "synthetic" or source.startswith("spider:") or Path(source).is_dir():
+        return
+    raise DataError(f"--data_dir {source}: no such folder (give a processed data folder, a "
+                    "Spider-layout folder, 'synthetic' or 'spider:PATH')")
+
+
+def describe_memory(cfg) -> str:
+    from ..model.memory import GiB, device_memory_bytes, predict_memory
+
+    p = predict_memory(cfg)
+    t = cfg.training
+    g = lambda b: f"{b / GiB:.1f} GiB"  # noqa: E731
+    return "\n".join([
+        f"parameters: total {p['total_params'] / 1e9:.3f}B ({p['total_params']:,}), "
+        f"active per token {p['active_params'] / 1e9:.3f}B ({p['active_params']:,})",
+        f"predicted peak memory: {g(p['peak'])} for batch {t.batch_size} x {t.max_seq_length} tokens "
+        f"({t.mixed_precision}, gradient_checkpointing={str(p['gradient_checkpointing']).lower()}, "
+        f"accumulation {t.gradient_accumulation_steps})",
+        f"  weights {g(p['weights'])}, gradients {g(p['gradients'])}, AdamW {g(p['optimizer'])}, "
+        f"activations {g(p['activations'])} (without checkpointing {g(p['activations_no_checkpointing'])}, "
+        f"with {g(p['activations_checkpointing'])}), logits {g(p['logits'])}",
+        f"device memory: {g(device_memory_bytes())}",
+    ])
+
+
+def debug_subset(data):
+    n_eval = min(DEBUG_EVAL_EXAMPLES, len(data.eval_examples))
+    return dataclasses.replace(data, train=data.train[:DEBUG_TRAIN_EXAMPLES],
+                               train_examples=data.train_examples[:DEBUG_TRAIN_EXAMPLES],
+                               eval_examples=data.eval_examples[:n_eval], eval_prompts=data.eval_prompts[:n_eval])
+
+
+def _main(argv) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    cfg = resolve(args)
+    if args.dry_run:
+        print(describe_memory(cfg))
+        return 0
+    from ..model.memory import check_fits
+    if args.memory_check:
+        check_fits(cfg)   # refuse now, before loading data, not mid-run
+    check_data_dir(cfg.data.source)
+
+    from ..data.prepare import prepare_data
+    from ..data.tokenizer import SQLTokenizer
+    from ..train import callbacks as C
+    from ..train.checkpoint import find_checkpoint, load_state
+    from ..train.trainer import train
+
+    tokenizer = None
+    start_step = 0
+    if args.resume_from_checkpoint:
+        ck = find_checkpoint(args.resume_from_checkpoint)
+        if (ck / "tokenizer.json").is_file():
+            tokenizer = SQLTokenizer.load(ck / "tokenizer.json")   # token ids must match the weights
+        start_step = int(load_state(ck).get("step") or 0) if (ck / "optimizer.safetensors").is_file() else 0
+    data = prepare_data(cfg, tokenizer=tokenizer)
+    if args.debug:
+        data = debug_subset(data)
+    log.info("data: %d training sequences, %d evaluation examples (%s)", len(data.train),
+             len(data.eval_examples), data.source)
+    out = Path(args.output_dir) if args.output_dir else None
+    cbs = []
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        cbs.append(C.JSONLSink(out / "metrics.jsonl"))
+        if args.tensorboard:
+            cbs.append(C.TensorBoardSink(out / "logs"))
+    if args.wandb_project:
+        cbs.append(C.WandbSink(args.wandb_project, args.wandb_run_name, config=cfg.to_dict(),
+                               dir=out))
+    if args.progress:
+        cbs.append(C.ProgressBar(cfg.training.num_train_steps, start_step=start_step))
+    result = train(cfg, data, cbs, output_dir=out, resume_from=args.resume_from_checkpoint,
+                   check_memory=False)
+    if result.status != "completed":
+        print(f"error: {result.error}", file=sys.stderr)
+        return 2
+    print(f"done: {result.steps} steps, best exact match {result.best_exact_match:.3f}, "
+          f"eval loss {result.eval_loss:.4f}, {result.tokens_per_sec:,.0f} tokens/s, "
+          f"peak memory {result.peak_memory_bytes / 2**20:.0f} MiB"
+          + (f", best checkpoint {result.best_checkpoint}" if result.best_checkpoint else ""))
+    return 0
+
+
+def main(argv=None) -> int:
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

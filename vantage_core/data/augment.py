@@ -1,0 +1,588 @@
+"""Training-data augmentation (``data.augmentation_prob``, ``data.schema_perturbation_prob``).
+
+Three strategies, each producing a *new* Example next to the original (the original is kept):
+
+- question paraphrasing from templates (`paraphrase_question`);
+- equivalent SQL rewrites on the sqlglot AST (`REWRITES`): commuted AND operands, ``>=`` <->
+  ``NOT <`` (and ``<=`` <-> ``NOT >``), mirrored comparisons (``a > b`` -> ``b < a``), renamed
+  table aliases, and ``x IN (SELECT key FROM t ...)`` -> ``JOIN t`` where it cannot change
+  the row count (the key is t's single-column primary key, or the outer query is DISTINCT
+  without aggregates). Where a database file exists every rewrite is proven equivalent on it
+  by running both with `run_sql`; elsewhere only these AST rules (tested) are used and the
+  result must compile against the schema;
+- consistent schema renaming (`make_renaming`, `rename_schema`, `rename_sql`,
+  `rename_question`, `rename_database`): tables and columns get synonyms or plausible new
+  names, and schema, SQL and question mentions move together. The renamed copy carries the
+  db_id ``<db>__r<k>`` and its Schema is registered; with `db_dir` the real database is copied
+  and renamed too (``ALTER TABLE ... RENAME``) and the renamed SQL must return the original's
+  rows on it.
+
+Entry point for the data path: ``augment_examples(examples, schemas, cfg.data, rng)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+import sqlite3
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from random import Random
+from typing import Callable
+
+from sqlglot import exp
+
+from .example import Example
+from .schema import Column, ForeignKey, Schema, Table
+from .sqlnorm import SQLParseError, parse_sql, to_sql
+
+N_SCHEMA_VARIANTS = 3
+
+# ------------------------------------------------------------------------------------------
+# question paraphrasing
+# ------------------------------------------------------------------------------------------
+_LEADS = ["Show", "List", "Find", "Give me", "Return", "Tell me"]
+_TEMPLATES: list[tuple[re.Pattern, list[str]]] = [
+    (re.compile(r"^What (?:is|are) (?:the )?(.+?)\s*\?$", re.I),
+     ["List the {0}.", "Show the {0}.", "Give me the {0}.", "Find the {0}.", "Tell me the {0}."]),
+    (re.compile(r"^(?:Show|List|Find|Give me|Return|Tell me|Display)(?: me)? (?:all )?(?:the )?(.+?)\s*[.?]?$", re.I),
+     ["What are the {0}?", "Show me the {0}.", "I want the {0}.", "Could you list the {0}?"]),
+    (re.compile(r"^How many (.+?)\s*\?$", re.I),
+     ["Count the number of {0}.", "Find the number of {0}.", "What is the number of {0}?",
+      "Tell me how many {0}."]),
+    (re.compile(r"^(?:Count|Find|Give|Return) the (?:total )?number of (.+?)\s*[.?]?$", re.I),
+     ["How many {0} are there?", "What is the number of {0}?", "Give the count of {0}."]),
+    (re.compile(r"^Which (.+?)\s*\?$", re.I), ["What {0}?", "Tell me which {0}.", "Find which {0}."]),
+    (re.compile(r"^Who (.+?)\s*\?$", re.I), ["Find who {0}.", "Tell me who {0}."]),
+]
+_GENERIC = ["Could you tell me: {q}", "I would like to know: {q}", "Question: {q}", "{q} Please answer."]
+
+
+def paraphrase_question(question: str, rng: Random) -> str | None:
+    """A template paraphrase different from `question` (None only for an empty question)."""
+    q = " ".join(question.split())
+    if not q:
+        return None
+    cands = []
+    for pat, outs in _TEMPLATES:
+        m = pat.match(q)
+        if m:
+            rest = m.group(1)
+            cands += [o.format(rest) for o in outs]
+    cands = [c for c in cands if c.lower() != q.lower()]
+    if not cands:
+        cands = [g.format(q=q) for g in _GENERIC]
+    return rng.choice(cands)
+
+
+# ------------------------------------------------------------------------------------------
+# equivalent SQL rewrites (AST rules)
+# ------------------------------------------------------------------------------------------
+def _from(select: exp.Expression):
+    return select.args.get("from_") or select.args.get("from")
+
+
+def _conditions(tree: exp.Expression) -> list[exp.Expression]:
+    return [n for n in tree.find_all(exp.Where, exp.Having, exp.Join)]
+
+
+def rw_commute_and(tree: exp.Expression, rng: Random, schema: Schema | None) -> exp.Expression | None:
+    """``a AND b`` -> ``b AND a`` (one AND in a WHERE/HAVING/ON, chosen at random)."""
+    ands = [a for a in tree.find_all(exp.And)]
+    if not ands:
+        return None
+    a = rng.choice(ands)
+    left, right = a.this, a.expression
+    a.set("this", right.copy())
+    a.set("expression", left.copy())
+    return tree
+
+
+_NEGATE = {exp.GTE: exp.LT, exp.LTE: exp.GT, exp.LT: exp.GTE, exp.GT: exp.LTE}
+
+
+def rw_negated_comparison(tree: exp.Expression, rng: Random, schema: Schema | None) -> exp.Expression | None:
+    """``a >= b`` -> ``NOT (a < b)``, ``a <= b`` -> ``NOT (a > b)`` and back.
+
+    Equivalent in SQL's three-valued logic: with a NULL operand both sides are NULL."""
+    cands: list[tuple[exp.Expression, str]] = []
+    for n in tree.find_all(exp.GTE, exp.LTE):
+        cands.append((n, "neg"))
+    for n in tree.find_all(exp.Not):
+        inner = n.this.this if isinstance(n.this, exp.Paren) else n.this
+        if type(inner) in (exp.LT, exp.GT):
+            cands.append((n, "pos"))
+    if not cands:
+        return None
+    node, kind = rng.choice(cands)
+    if kind == "neg":
+        cmp = _NEGATE[type(node)](this=node.this.copy(), expression=node.expression.copy())
+        node.replace(exp.Not(this=exp.Paren(this=cmp)))
+    else:
+        inner = node.this.this if isinstance(node.this, exp.Paren) else node.this
+        node.replace(_NEGATE[type(inner)](this=inner.this.copy(), expression=inner.expression.copy()))
+    return tree
+
+
+_MIRROR = {exp.GT: exp.LT, exp.LT: exp.GT, exp.GTE: exp.LTE, exp.LTE: exp.GTE, exp.EQ: exp.EQ, exp.NEQ: exp.NEQ}
+
+
+def rw_mirror_comparison(tree: exp.Expression, rng: Random, schema: Schema | None) -> exp.Expression | None:
+    """``a > b`` -> ``b < a`` (operands swapped, operator mirrored)."""
+    cands = [n for n in tree.find_all(*_MIRROR) if not isinstance(n.this, exp.Literal)]
+    if not cands:
+        return None
+    n = rng.choice(cands)
+    n.replace(_MIRROR[type(n)](this=n.expression.copy(), expression=n.this.copy()))
+    return tree
+
+
+def _table_aliases(tree: exp.Expression) -> dict[str, exp.TableAlias]:
+    out = {}
+    for t in tree.find_all(exp.Table):
+        a = t.args.get("alias")
+        if isinstance(a, exp.TableAlias) and a.this is not None:
+            out.setdefault(a.name.lower(), a)
+    return out
+
+
+def rw_rename_aliases(tree: exp.Expression, rng: Random, schema: Schema | None) -> exp.Expression | None:
+    """Table aliases (``T1``, ``T2``, ...) renamed consistently to fresh names."""
+    aliases = _table_aliases(tree)
+    if not aliases:
+        return None
+    used = {t.name.lower() for t in tree.find_all(exp.Table)} | set(aliases)
+    used |= {c.name.lower() for c in tree.find_all(exp.Column)}
+    style = rng.choice([lambda i: f"a{i}", lambda i: f"t_{i}", lambda i: "abcdefghij"[i - 1] * 1,
+                        lambda i: f"x{i}"])
+    mapping, i = {}, 1
+    for old in sorted(aliases):
+        while style(i).lower() in used or style(i).lower() in mapping.values():
+            i += 1
+            if i > 9:
+                return None
+        mapping[old] = style(i)
+        i += 1
+    for t in tree.find_all(exp.Table):
+        a = t.args.get("alias")
+        if isinstance(a, exp.TableAlias) and a.name.lower() in mapping:
+            a.set("this", exp.to_identifier(mapping[a.name.lower()]))
+    for c in tree.find_all(exp.Column):
+        q = c.args.get("table")
+        if q is not None and q.name.lower() in mapping:
+            c.set("table", exp.to_identifier(mapping[q.name.lower()]))
+    return tree
+
+
+def _flatten_and(e: exp.Expression) -> list[exp.Expression]:
+    if isinstance(e, exp.And):
+        return _flatten_and(e.this) + _flatten_and(e.expression)
+    if isinstance(e, exp.Paren) and isinstance(e.this, exp.And):
+        return _flatten_and(e.this)
+    return [e]
+
+
+def _pk(schema: Schema | None, table: str) -> list[str]:
+    if schema is None:
+        return []
+    t = schema.table(table)
+    return [c.name.lower() for c in t.columns if c.primary_key] if t else []
+
+
+def rw_in_to_join(tree: exp.Expression, rng: Random, schema: Schema | None) -> exp.Expression | None:
+    """``SELECT .. FROM t WHERE x IN (SELECT k FROM u [WHERE w])`` -> ``.. FROM t JOIN u AS j
+    ON x = j.k [WHERE w]``, only where the join cannot repeat rows: k is u's single-column
+    primary key, or the outer SELECT is DISTINCT with no aggregate and no GROUP BY."""
+    if not isinstance(tree, exp.Select) or tree.args.get("joins"):
+        return None
+    frm = _from(tree)
+    where = tree.args.get("where")
+    if frm is None or where is None or not isinstance(frm.this, exp.Table):
+        return None
+    outer = frm.this
+    outer_ref = outer.alias_or_name
+    conj = _flatten_and(where.this)
+    ins = [c for c in conj if isinstance(c, exp.In) and isinstance(c.args.get("query"), exp.Subquery)]
+    if not ins:
+        return None
+    node = ins[0]
+    sub = node.args["query"].this
+    if not isinstance(sub, exp.Select) or sub.args.get("joins") or len(sub.expressions) != 1:
+        return None
+    if any(sub.args.get(k) for k in ("group", "having", "limit", "order", "offset", "with")):
+        return None
+    sfrm = _from(sub)
+    if sfrm is None or not isinstance(sfrm.this, exp.Table) or not isinstance(sub.expressions[0], exp.Column):
+        return None
+    inner = sfrm.this
+    key = sub.expressions[0].name.lower()
+    unique = _pk(schema, inner.name) == [key]
+    distinct_ok = (tree.args.get("distinct") is not None and not tree.args.get("group")
+                   and not any(isinstance(e, exp.AggFunc) for s in tree.expressions for e in s.find_all(exp.AggFunc)))
+    if not (unique or distinct_ok):
+        return None
+    inner_refs = {inner.name.lower(), inner.alias_or_name.lower()}
+    # the subquery must only reference its own table (no correlation), and no nested queries
+    for c in sub.find_all(exp.Column):
+        q = c.args.get("table")
+        if q is not None and q.name.lower() not in inner_refs:
+            return None
+    if any(True for _ in sub.find_all(exp.Subquery)):
+        return None
+    used = {t.alias_or_name.lower() for t in tree.find_all(exp.Table)} | {t.name.lower() for t in tree.find_all(exp.Table)}
+    j = next(n for n in ("J1", "J2", "J3", "sub_j") if n.lower() not in used)
+    sub_cols = set(id(c) for c in sub.find_all(exp.Column))
+    # qualify the outer query's bare columns with the outer table (the join may add names)
+    for c in list(tree.find_all(exp.Column)):
+        if id(c) in sub_cols or c.args.get("table") is not None or isinstance(c.this, exp.Star):
+            continue
+        if c.find_ancestor(exp.Select) is not tree:  # another subquery's own scope
+            continue
+        c.set("table", exp.to_identifier(outer_ref))
+    sub_where = sub.args.get("where")
+    for c in (sub_where.find_all(exp.Column) if sub_where is not None else []):
+        c.set("table", exp.to_identifier(j))
+    lhs = node.this.copy()
+    on = exp.EQ(this=lhs, expression=exp.column(sub.expressions[0].name, table=j))
+    rest = [c.copy() for c in conj if c is not node]
+    if sub_where is not None:
+        rest.append(exp.Paren(this=sub_where.this.copy()))
+    tree.set("where", exp.Where(this=exp.and_(*rest)) if rest else None)
+    join = exp.Join(this=exp.Table(this=inner.this.copy(), alias=exp.TableAlias(this=exp.to_identifier(j))),
+                    on=on)
+    tree.set("joins", [join])
+    return tree
+
+
+REWRITES: dict[str, Callable[[exp.Expression, Random, Schema | None], exp.Expression | None]] = {
+    "commute_and": rw_commute_and,
+    "negated_comparison": rw_negated_comparison,
+    "mirror_comparison": rw_mirror_comparison,
+    "rename_aliases": rw_rename_aliases,
+    "in_to_join": rw_in_to_join,
+}
+
+
+def rewrite_sql(sql: str, rule: str, rng: Random, schema: Schema | None = None) -> str | None:
+    """Apply one rewrite rule; None when it does not apply (or the SQL does not parse)."""
+    try:
+        tree = parse_sql(sql)
+    except SQLParseError:
+        return None
+    before = to_sql(tree)
+    out = REWRITES[rule](tree, rng, schema)
+    if out is None:
+        return None
+    text = to_sql(out)
+    return text if text != before else None
+
+
+# ------------------------------------------------------------------------------------------
+# equivalence / validity checks
+# ------------------------------------------------------------------------------------------
+def same_results(sql_a: str, db_a: str | Path, sql_b: str, db_b: str | Path | None = None) -> bool:
+    """Both run on their databases and return the same rows (as lists when `sql_a` orders)."""
+    from ..eval.execution import has_order_by, results_match, run_sql
+    a = run_sql(db_a, sql_a, timeout_s=5.0)
+    if not a.ok:
+        return False
+    b = run_sql(db_b or db_a, sql_b, timeout_s=5.0)
+    return b.ok and len(a.columns) == len(b.columns) and results_match(a.rows, b.rows, has_order_by(sql_a))
+
+
+def _compiles(sql: str, schema: Schema) -> bool:
+    from ..eval.execution import valid_sql
+    return valid_sql(sql, schema)[0]
+
+
+# ------------------------------------------------------------------------------------------
+# schema renaming
+# ------------------------------------------------------------------------------------------
+SYNONYMS = {
+    "name": ["title", "full_name", "label"], "age": ["years", "age_years"], "city": ["town", "city_name"],
+    "country": ["nation", "country_name"], "price": ["cost", "amount"], "year": ["yr", "year_num"],
+    "id": ["identifier", "key_id"], "date": ["day", "date_value"], "salary": ["pay", "wage"],
+    "student": ["pupil", "learner"], "teacher": ["instructor", "tutor"], "employee": ["staff", "worker"],
+    "singer": ["vocalist", "performer"], "song": ["track", "tune"], "customer": ["client", "buyer"],
+    "product": ["item", "goods"], "order": ["purchase", "booking"], "orders": ["purchases", "bookings"],
+    "address": ["location", "addr"], "phone": ["telephone", "phone_no"], "email": ["mail", "email_addr"],
+    "type": ["kind", "category"], "number": ["num", "count_value"], "description": ["details", "desc_text"],
+    "location": ["place", "site"], "company": ["firm", "business"], "flight": ["trip", "air_trip"],
+    "airport": ["airfield", "air_port"], "airline": ["carrier", "air_carrier"], "aircraft": ["airplane", "plane"],
+    "department": ["division", "dept"], "store": ["shop", "outlet"], "movie": ["film", "picture"],
+    "country_code": ["nation_code"], "capacity": ["size_limit", "max_capacity"], "height": ["tallness", "stature"],
+    "weight": ["mass", "heaviness"], "gender": ["sex"], "sex": ["gender"], "rank": ["position", "ranking"],
+    "population": ["inhabitants", "pop"], "stadium": ["arena", "venue"], "concert": ["show", "gig"],
+    "pilot": ["aviator", "flyer"], "distance": ["length_km", "span"], "destination": ["arrival_city", "dest"],
+    "origin": ["departure_city", "source_city"], "budget": ["funds", "spending"], "head": ["chief", "leader"],
+}
+_STYLES_TABLE = ["{n}_info", "{n}_record", "tbl_{n}", "{n}_data", "{n}_list"]
+_STYLES_COL = ["{n}_val", "{n}_field", "the_{n}", "{n}_attr", "col_{n}"]
+_RESERVED = {"select", "from", "where", "group", "order", "by", "table", "index", "join", "on", "as",
+             "and", "or", "not", "in", "limit", "having", "union", "values", "key", "primary", "desc", "asc",
+             "count", "sum", "max", "min", "avg", "distinct", "between", "like", "is", "null", "case"}
+
+
+@dataclass
+class Renaming:
+    tables: dict[str, str] = field(default_factory=dict)    # lower(old) -> new
+    columns: dict[str, str] = field(default_factory=dict)   # lower(old) -> new (db-wide)
+
+    def table(self, name: str) -> str:
+        return self.tables.get(name.lower(), name)
+
+    def column(self, name: str) -> str:
+        return self.columns.get(name.lower(), name)
+
+
+def _new_name(old: str, styles: list[str], rng: Random, taken: set[str]) -> str | None:
+    words = old.split("_")
+    cands = []
+    if old.lower() in SYNONYMS:
+        cands += SYNONYMS[old.lower()]
+    swapped = [rng.choice(SYNONYMS[w.lower()]) if w.lower() in SYNONYMS else w for w in words]
+    if swapped != words:
+        cands.append("_".join(swapped))
+    rng.shuffle(cands)
+    cands += [s.format(n=old) for s in rng.sample(styles, len(styles))]
+    for c in cands:
+        c = re.sub(r"\W", "_", c)
+        if c.lower() not in taken and c.lower() not in _RESERVED and c.lower() != old.lower():
+            return c
+    return None
+
+
+def make_renaming(schema: Schema, rng: Random, *, p_table: float = 0.6, p_column: float = 0.5) -> Renaming:
+    """Pick new names for a random subset of tables and (db-wide) column names; at least one
+    name changes."""
+    ren = Renaming()
+    tnames = {t.name.lower() for t in schema.tables}
+    cnames = {c.name.lower() for t in schema.tables for c in t.columns}
+    taken = tnames | cnames
+    for _ in range(3):
+        for t in schema.tables:
+            if t.name.lower() not in ren.tables and rng.random() < p_table:
+                new = _new_name(t.name, _STYLES_TABLE, rng, taken)
+                if new:
+                    ren.tables[t.name.lower()] = new
+                    taken.add(new.lower())
+        for c in sorted(cnames):
+            if c not in ren.columns and rng.random() < p_column:
+                orig = next(col.name for t in schema.tables for col in t.columns if col.name.lower() == c)
+                new = _new_name(orig, _STYLES_COL, rng, taken)
+                if new:
+                    ren.columns[c] = new
+                    taken.add(new.lower())
+        if ren.tables or ren.columns:
+            break
+    return ren
+
+
+def rename_schema(schema: Schema, ren: Renaming, db_id: str) -> Schema:
+    return Schema(
+        db_id,
+        [Table(ren.table(t.name), [Column(ren.column(c.name), c.type, c.primary_key) for c in t.columns])
+         for t in schema.tables],
+        [ForeignKey(ren.table(f.table), ren.column(f.column), ren.table(f.ref_table),
+                    ren.column(f.ref_column) if f.ref_column else f.ref_column) for f in schema.foreign_keys],
+    )
+
+
+def rename_sql(sql: str, ren: Renaming, schema: Schema) -> str | None:
+    """`sql` with the renamed tables and columns (aliases untouched); None when a name is
+    ambiguous (a column alias that is also a renamed column) or the SQL does not parse."""
+    try:
+        tree = parse_sql(sql)
+    except SQLParseError:
+        return None
+    aliases = set(_table_aliases(tree))
+    col_aliases = {a.alias.lower() for a in tree.find_all(exp.Alias) if a.alias}
+    cols = {c.name.lower() for t in schema.tables for c in t.columns}
+    if col_aliases & set(ren.columns):
+        return None
+    if aliases & set(ren.tables):  # an alias named like a renamed table
+        return None
+    for t in tree.find_all(exp.Table):
+        if t.name.lower() in ren.tables:
+            t.set("this", exp.to_identifier(ren.tables[t.name.lower()]))
+    for c in tree.find_all(exp.Column):
+        if isinstance(c.this, exp.Star):
+            continue
+        q = c.args.get("table")
+        if q is not None and q.name.lower() in ren.tables and q.name.lower() not in aliases:
+            c.set("table", exp.to_identifier(ren.tables[q.name.lower()]))
+        name = c.name.lower()
+        if name in ren.columns and name in cols:
+            c.set("this", exp.to_identifier(ren.columns[name]))
+    return to_sql(tree)
+
+
+def rename_question(question: str, ren: Renaming, schema: Schema) -> str:
+    """Mentions of renamed tables/columns (underscores read as spaces, optional plural -s)
+    replaced by the new names (underscores as spaces)."""
+    originals = {t.name.lower(): t.name for t in schema.tables}
+    originals.update({c.name.lower(): c.name for t in schema.tables for c in t.columns})
+    pairs = {}
+    for old, new in list(ren.tables.items()) + list(ren.columns.items()):
+        if len(old) < 3:
+            continue
+        pairs.setdefault(old.replace("_", " "), new.replace("_", " "))
+    if not pairs:
+        return question
+    keys = sorted(pairs, key=len, reverse=True)
+    pat = re.compile(r"\b(" + "|".join(re.escape(k) for k in keys) + r")(s|es)?\b", re.I)
+    return pat.sub(lambda m: pairs[m.group(1).lower()] + (m.group(2) or ""), question)
+
+
+def rename_database(src: str | Path, dst: str | Path, ren: Renaming, schema: Schema) -> Path:
+    """Copy a SQLite database and apply the renaming with ALTER TABLE (atomic)."""
+    src, dst = Path(src), Path(dst)
+    if dst.is_file():
+        return dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    shutil.copyfile(src, tmp)
+    con = sqlite3.connect(tmp)
+    try:
+        con.execute("PRAGMA legacy_alter_table = OFF")
+        actual = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for t in actual:
+            for col in [r[1] for r in con.execute(f'PRAGMA table_info("{t}")')]:
+                if col.lower() in ren.columns:
+                    con.execute(f'ALTER TABLE "{t}" RENAME COLUMN "{col}" TO "{ren.columns[col.lower()]}"')
+        for t in actual:
+            if t.lower() in ren.tables:
+                con.execute(f'ALTER TABLE "{t}" RENAME TO "{ren.tables[t.lower()]}"')
+        con.commit()
+    finally:
+        con.close()
+    tmp.replace(dst)
+    return dst
+
+
+# ------------------------------------------------------------------------------------------
+# the data-path entry point
+# ------------------------------------------------------------------------------------------
+@dataclass
+class AugmentStats:
+    considered: int = 0
+    augmented: int = 0
+    renamed: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    def reject(self, why: str) -> None:
+        self.rejected[why] = self.rejected.get(why, 0) + 1
+
+
+def _variant_key(db_id: str, k: int) -> str:
+    return f"{db_id}__r{k}"
+
+
+def augment_examples(examples: list[Example], schemas: dict[str, Schema], data_cfg, rng: Random, *,
+                     db_dir: str | Path | None = None, verify: bool = True,
+                     stats: AugmentStats | None = None) -> tuple[list[Example], dict[str, Schema]]:
+    """The originals plus new augmented examples, and `schemas` plus the renamed variants.
+
+    For each example, with probability ``data_cfg.augmentation_prob`` a paraphrased question
+    or an equivalent SQL rewrite is added, and with ``data_cfg.schema_perturbation_prob`` a
+    copy on a renamed schema (db_id ``<db>__r<k>``). With `db_dir`, renamed copies of real
+    databases are written there and the new example points at them.
+    """
+    p_aug = float(getattr(data_cfg, "augmentation_prob", 0.0))
+    p_ren = float(getattr(data_cfg, "schema_perturbation_prob", 0.0))
+    seed = int(getattr(data_cfg, "seed", 0))
+    stats = stats if stats is not None else AugmentStats()
+    schemas = dict(schemas)
+    out = list(examples)
+    if p_aug <= 0 and p_ren <= 0:
+        return out, schemas
+    renamings: dict[str, Renaming] = {}
+    for ex in examples:
+        stats.considered += 1
+        if p_aug > 0 and rng.random() < p_aug:
+            new = _augment_one(ex, schemas.get(ex.db_id), rng, verify, stats)
+            if new is not None:
+                out.append(new)
+                stats.augmented += 1
+        if p_ren > 0 and rng.random() < p_ren:
+            new = _rename_one(ex, schemas, renamings, rng, seed, db_dir, verify, stats)
+            if new is not None:
+                out.append(new)
+                stats.renamed += 1
+    return out, schemas
+
+
+def _augment_one(ex: Example, schema: Schema | None, rng: Random, verify: bool,
+                 stats: AugmentStats) -> Example | None:
+    ops = ["paraphrase"] + list(REWRITES)
+    rng.shuffle(ops)
+    # paraphrasing always applies: try the SQL rewrites first half of the time
+    if rng.random() < 0.5:
+        ops.remove("paraphrase")
+        ops.append("paraphrase")
+    db = ex.db_path if ex.db_path and Path(ex.db_path).is_file() else None
+    for op in ops:
+        if op == "paraphrase":
+            q = paraphrase_question(ex.question, rng)
+            if q and q != ex.question:
+                return _derived(ex, "para", question=q, ops=[op])
+            continue
+        sql = rewrite_sql(ex.query, op, rng, schema)
+        if sql is None:
+            continue
+        if verify:
+            if db is not None:
+                if not same_results(ex.query, db, sql):
+                    stats.reject(f"{op}: different rows")
+                    continue
+            elif schema is not None and not _compiles(sql, schema):
+                stats.reject(f"{op}: does not compile")
+                continue
+        return _derived(ex, "sql", query=sql, ops=[op])
+    stats.reject("no applicable augmentation")
+    return None
+
+
+def _rename_one(ex: Example, schemas: dict[str, Schema], renamings: dict[str, Renaming], rng: Random,
+                seed: int, db_dir, verify: bool, stats: AugmentStats) -> Example | None:
+    schema = schemas.get(ex.db_id)
+    if schema is None or "__r" in ex.db_id:
+        stats.reject("rename: no schema")
+        return None
+    k = rng.randrange(N_SCHEMA_VARIANTS)
+    vid = _variant_key(ex.db_id, k)
+    if vid not in renamings:
+        renamings[vid] = make_renaming(schema, Random(f"{seed}:{ex.db_id}:{k}"))
+        schemas[vid] = rename_schema(schema, renamings[vid], vid)
+    ren = renamings[vid]
+    sql = rename_sql(ex.query, ren, schema)
+    if sql is None:
+        stats.reject("rename: ambiguous names")
+        return None
+    new_db_path = None
+    if ex.db_path and Path(ex.db_path).is_file() and db_dir is not None:
+        try:
+            new_db_path = str(rename_database(ex.db_path, Path(db_dir) / f"{vid}.sqlite", ren, schema))
+        except sqlite3.Error:
+            stats.reject("rename: database rename failed")
+            new_db_path = None
+    if verify:
+        if new_db_path is not None:
+            if not same_results(ex.query, ex.db_path, sql, new_db_path):
+                stats.reject("rename: different rows")
+                return None
+        elif not _compiles(sql, schemas[vid]):
+            stats.reject("rename: does not compile")
+            return None
+    q = rename_question(ex.question, ren, schema)
+    return _derived(ex, f"r{k}", question=q, query=sql, db_id=vid, db_path=new_db_path, ops=["rename_schema"])
+
+
+def _derived(ex: Example, tag: str, *, ops: list[str], **changes) -> Example:
+    extra = copy.deepcopy(ex.extra)
+    extra["augmented"] = ops
+    extra["orig_id"] = ex.id
+    changes.setdefault("db_path", ex.db_path)
+    return replace(ex, id=f"{ex.id}#{tag}", extra=extra, **changes)

@@ -1,0 +1,196 @@
+"""Predicted training memory from the config alone, and whether it fits the device.
+
+The model is the one the trainer actually runs (vantage_core/train/trainer.py):
+
+* weights: fp32 master weights always (4 B/param); with ``mixed_precision`` bf16/fp16 the
+  forward/backward runs on a 2 B/param working copy made inside the step.
+* gradients: fp32 (4 B/param), plus a second fp32 buffer when gradients are accumulated
+  over micro-batches (``gradient_accumulation_steps > 1``).
+* AdamW state: two fp32 moments (8 B/param).
+* activations kept for the backward pass of one micro-batch of ``batch_size`` sequences of
+  ``max_seq_length`` tokens, per layer: attention inputs/outputs and q/k/v, the attention
+  probabilities (MLX's CPU/VJP path materializes [B, H, L, L] scores and probabilities),
+  router logits/probabilities (fp32), and the MoE capacity buffers ([E, C, D] gathered
+  inputs, [E, C, F] gate/up/hidden, [E, C, D] outputs) where E*C = capacity_factor * k
+  tokens. With ``gradient_checkpointing`` (or ``activation_checkpointing``) only each
+  layer's input is kept, plus one layer's full activations while it is recomputed.
+* LM head: logits and their fp32 softmax/gradient over the loss positions (all tokens,
+  an upper bound; the trainer only projects the SQL positions).
+
+`predict_memory` returns bytes for each part and the total peak; `check_fits` refuses a
+configuration whose peak exceeds the device's memory, with the guide's remedies. The
+prediction is an estimate (within ~2x of what mx.get_peak_memory() measures on small
+models; see docs/training.md), meant to fail fast instead of dying mid-run.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+from ..config import Config
+from ..errors import MemoryBudgetError
+from .transformer import count_parameters
+
+GiB = 1 << 30
+_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+# Allocator slack, temporaries and fragmentation on top of the live tensors.
+OVERHEAD = 1.10
+
+
+def _fused_attention_default() -> bool:
+    # MLX's Metal/CUDA attention kernels do not keep the [B, H, L, L] probabilities; the
+    # CPU path (and its VJP) materializes them.
+    try:
+        import mlx.core as mx
+        return mx.default_device().type == mx.gpu
+    except Exception:  # pragma: no cover
+        return False
+
+
+def _activation_bytes_per_layer(cfg: Config, tokens: int, seq: int, fused_attention: bool) -> dict:
+    m = cfg.model
+    b = _BYTES[cfg.training.mixed_precision]
+    D, H, KV = m.hidden_size, m.num_attention_heads, m.num_key_value_heads
+    hd = D // H
+    E, k, F = m.num_experts, m.num_experts_per_token, m.intermediate_size
+    cf = m.expert_capacity if m.expert_capacity > 0 else E / k
+    slots = min(cf * k, E)  # capacity slots per token (E*C / N); never more than E
+    attn = (D            # input norm out
+            + D + 2 * KV * hd   # q, k, v
+            + (2 * H if fused_attention else 2 * H * seq)  # logsumexp, or scores + probabilities
+            + D                 # attention output before o_proj
+            + D) * b            # residual sum
+    router = (D * b         # post-attention norm out
+              + 3 * E * 4)  # fp32 logits, probabilities, one-hot
+    moe = (slots * (D + 3 * F + D) * b   # gathered inputs, gate, up, silu*up; expert outputs
+           + k * D * b                   # per-choice outputs before the weighted sum
+           + D * b)                      # residual sum
+    drop = 0
+    if m.hidden_dropout > 0:
+        drop += 2 * D * b
+    if m.expert_dropout > 0:
+        drop += slots * F * b
+    moe_drop = slots * F * b if m.expert_dropout > 0 else 0
+    return {"total": int(tokens * (attn + router + moe + drop)),
+            "moe": int(tokens * (router + moe + moe_drop - D * b))}
+
+
+def predict_memory(cfg: Config, *, fused_attention: Optional[bool] = None) -> dict[str, Any]:
+    """Bytes of each part of the training peak for `cfg` (one micro-batch of batch_size x
+    max_seq_length), plus parameter counts. Keys: total_params, active_params, weights,
+    gradients, optimizer, activations, activations_no_checkpointing,
+    activations_checkpointing, logits, peak, gradient_checkpointing, tokens_per_micro_batch."""
+    m, t = cfg.model, cfg.training
+    params = count_parameters(m)
+    P = params["total"]
+    b = _BYTES[t.mixed_precision]
+    weights = 4 * P + (b * P if b != 4 else 0)           # fp32 masters (+ compute copy)
+    gradients = 4 * P * (2 if t.gradient_accumulation_steps > 1 else 1)
+    optimizer = 8 * P                                    # AdamW m and v, fp32
+    seq = t.max_seq_length
+    tokens = t.batch_size * seq
+    fused = _fused_attention_default() if fused_attention is None else fused_attention
+    parts = _activation_bytes_per_layer(cfg, tokens, seq, fused)
+    per_layer = parts["total"]
+    act_full = m.num_layers * per_layer
+    act_ckpt = m.num_layers * tokens * m.hidden_size * b + per_layer
+    # activation_checkpointing alone: each layer keeps all but its MoE buffers.
+    act_moe = m.num_layers * (per_layer - parts["moe"]) + parts["moe"]
+    ckpt = t.gradient_checkpointing or t.activation_checkpointing
+    if t.gradient_checkpointing:
+        activations = act_ckpt
+    elif t.activation_checkpointing:
+        activations = act_moe
+    else:
+        activations = act_full
+    logits = tokens * m.vocab_size * (b + 4 + 4)         # logits, fp32 log-softmax, gradient
+    peak = int(OVERHEAD * (weights + gradients + optimizer + activations + logits))
+    return {
+        "total_params": P,
+        "active_params": params["active"],
+        "weights": int(weights),
+        "gradients": int(gradients),
+        "optimizer": int(optimizer),
+        "activations": int(activations),
+        "activations_no_checkpointing": int(act_full),
+        "activations_checkpointing": int(act_ckpt),
+        "logits": int(logits),
+        "peak": peak,
+        "gradient_checkpointing": bool(ckpt),
+        "fused_attention": bool(fused),
+        "tokens_per_micro_batch": tokens,
+        "mixed_precision": t.mixed_precision,
+    }
+
+
+def _cgroup_limit() -> Optional[int]:
+    for f in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            s = open(f).read().strip()
+        except OSError:
+            continue
+        if s.isdigit() and int(s) < (1 << 60):
+            return int(s)
+    return None
+
+
+def device_memory_bytes() -> int:
+    """Memory the training process can use: on Metal/GPU the device's recommended maximum
+    working set; on CPU the physical RAM (or the cgroup limit when lower).
+    ``VANTAGE_DEVICE_MEMORY`` (bytes, or with a GiB/GB suffix) overrides it."""
+    env = os.environ.get("VANTAGE_DEVICE_MEMORY")
+    if env:
+        s = env.strip().lower()
+        for suf, mul in (("gib", GiB), ("gb", 10 ** 9), ("g", GiB)):
+            if s.endswith(suf):
+                return int(float(s[: -len(suf)]) * mul)
+        return int(float(s))
+    import mlx.core as mx
+
+    if mx.default_device().type == mx.gpu:
+        try:
+            info = mx.device_info() if hasattr(mx, "device_info") else mx.metal.device_info()
+        except Exception:
+            info = {}
+        for key in ("max_recommended_working_set_size", "memory_size", "total_memory"):
+            if info.get(key):
+                return int(info[key])
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    cg = _cgroup_limit()
+    return int(min(ram, cg) if cg else ram)
+
+
+def _gib(x: float) -> str:
+    return f"{x / GiB:.1f} GiB"
+
+
+def check_fits(cfg: Config, *, limit_bytes: Optional[int] = None,
+               fused_attention: Optional[bool] = None) -> dict[str, Any]:
+    """Raise MemoryBudgetError (one line) when the predicted peak exceeds the device memory
+    (`limit_bytes`, default `device_memory_bytes()`); returns the prediction otherwise."""
+    pred = predict_memory(cfg, fused_attention=fused_attention)
+    limit = int(limit_bytes if limit_bytes is not None else device_memory_bytes())
+    if pred["peak"] <= limit:
+        return pred
+    t = cfg.training
+    remedies = []
+    if t.batch_size > 1:
+        remedies.append(f"training.batch_size={max(1, t.batch_size // 2)} with "
+                        f"training.gradient_accumulation_steps={t.gradient_accumulation_steps * 2}")
+    if not cfg.training.gradient_checkpointing:
+        remedies.append("training.gradient_checkpointing=true")
+    if t.mixed_precision == "fp32":
+        remedies.append("training.mixed_precision=bf16")
+    if t.max_seq_length > 256:
+        remedies.append(f"training.max_seq_length={t.max_seq_length // 2}")
+    states = pred["weights"] + pred["gradients"] + pred["optimizer"]
+    detail = (f"{pred['total_params'] / 1e9:.2f}B params: weights+gradients+AdamW "
+              f"{_gib(states)}, activations {_gib(pred['activations'])}, logits {_gib(pred['logits'])}")
+    if states * OVERHEAD > limit:
+        hint = "the model's weights and optimizer state alone exceed it: use a smaller model config"
+    else:
+        hint = "try " + ", ".join(remedies) if remedies else "use a smaller model config"
+    raise MemoryBudgetError(
+        f"predicted peak memory {_gib(pred['peak'])} > available {_gib(limit)} "
+        f"(batch {t.batch_size} x {t.max_seq_length} tokens, {t.mixed_precision}; {detail}); {hint}")
