@@ -153,7 +153,17 @@ def make_vantage(sh, init_params, batch, *, k, impl, capacity, name, fused=True,
 
 def make_mlx_lm(sh, init_params, tokens, *, k, compiled=True, name="mlx-lm"):
     from mlx_lm.models.mixtral import Model, ModelArgs
-    from mlx_lm.tuner.trainer import default_loss
+    try:
+        from mlx_lm.tuner.trainer import default_loss
+    except ImportError:  # mlx_lm/tuner/trainer.py's, verbatim
+        def default_loss(model, batch, lengths):
+            inputs, targets = batch[:, :-1], batch[:, 1:]
+            logits = model(inputs)
+            steps = mx.arange(1, targets.shape[1] + 1)
+            mask = mx.logical_and(steps >= lengths[:, 0:1], steps <= lengths[:, 1:])
+            ce = nn.losses.cross_entropy(logits, targets) * mask
+            ntoks = mask.sum()
+            return ce.astype(mx.float32).sum() / ntoks, ntoks
     args = ModelArgs(model_type="mixtral", vocab_size=sh["vocab"], hidden_size=sh["hidden"],
                      intermediate_size=sh["intermediate"], num_hidden_layers=sh["layers"],
                      num_attention_heads=sh["heads"], num_experts_per_tok=k,
@@ -393,6 +403,39 @@ def main(argv=None):
     if a.check_only:
         return
 
+    def time_round(r):
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(steps):
+            out = r.run()
+            if r.name.startswith("vantage"):
+                r.dropped.append(float(out[1][3].item()))
+        r.times.append((time.perf_counter() - t0) / steps)
+        r.cpu_times.append((time.process_time() - c0) / steps)
+
+    tsys = None
+    truns = []
+
+    def run_torch(kk, name):
+        gc.collect()
+        mx.clear_cache()
+        try:
+            ts = TorchSystem(sh, kk, a.device, name=name)
+            ts.reset_peak()
+            for _ in range(max(1, a.warmup)):
+                ts.run()
+            for _ in range(rounds):
+                time_round(ts)
+            ts.peak = ts.get_peak()
+        except Exception as e:
+            say(f"# FAILED {name}: {type(e).__name__}: {e}")
+            return None
+        ts.close()
+        truns.append(ts)
+        return ts
+
+    if "torch" in systems:
+        tsys = run_torch(k, "torch")
+
     # Warm-up (compilation) and peak memory, one system at a time.
     total_resident = sum(r.resident() for r in runs)
     failed = []
@@ -414,43 +457,13 @@ def main(argv=None):
 
     runs = [r for r in runs if r not in failed]
 
-    def time_round(r):
-        t0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(steps):
-            out = r.run()
-            if r.name.startswith("vantage"):
-                r.dropped.append(float(out[1][3].item()))
-        r.times.append((time.perf_counter() - t0) / steps)
-        r.cpu_times.append((time.process_time() - c0) / steps)
-
     for i in range(rounds):
         for r in (runs if i % 2 == 0 else runs[::-1]):
             time_round(r)
-    tsys = None
+    if "torch" in systems and "top1" in variants and k != 1:
+        run_torch(1, "torch top1")
 
-    def run_torch(kk, name):
-        gc.collect()
-        mx.clear_cache()
-        try:
-            ts = TorchSystem(sh, kk, a.device, name=name)
-            ts.reset_peak()
-            for _ in range(max(1, a.warmup)):
-                ts.run()
-            for _ in range(rounds):
-                time_round(ts)
-            ts.peak = ts.get_peak()
-        except Exception as e:
-            say(f"# FAILED {name}: {type(e).__name__}: {e}")
-            return None
-        ts.close()
-        runs.append(ts)
-        return ts
-
-    if "torch" in systems:
-        tsys = run_torch(k, "torch")
-        if "top1" in variants and k != 1:
-            run_torch(1, "torch top1")
-
+    runs = truns[:1] + runs + truns[1:]
     # Report.
     say("")
     # The CPU is shared with other jobs: there the fastest round (least disturbed) is the

@@ -126,8 +126,11 @@ def _core_findings(train_history, eval_history) -> list[Finding]:
     kinds = {"expert_collapse": "expert_collapse", "loss_spike": "loss_spike",
              "exploding_grad_norm": "exploding_gradients", "overfitting": "overfitting"}
     by_mode: dict[str, list] = {}
-    for f in diagnose([r for r in train_history or () if isinstance(r, dict)],
-                      [r for r in eval_history or () if isinstance(r, dict)]):
+    def rows(hist):  # rows read back from JSON: keep those with a numeric step
+        return [r for r in hist or () if isinstance(r, dict) and isinstance(r.get(M.STEP), (int, float))
+                and not isinstance(r.get(M.STEP), bool) and math.isfinite(r[M.STEP])]
+
+    for f in diagnose(rows(train_history), rows(eval_history)):
         mode = kinds.get(f.kind)
         if mode:
             by_mode.setdefault(mode, []).append(f)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import optuna
 from optuna.trial import TrialState
 
 from studies.objective import mark_owner
-from studies.study import reap_dead_trials
+from studies.study import _enqueue_retry, reap_dead_trials
 
 log = logging.getLogger("vantage.sweep")
 
@@ -95,8 +94,11 @@ def run_one(study: optuna.Study, storage_url: str, *, trial_timeout: float | Non
             storage.set_trial_user_attr(trial._trial_id, "wall_time_s", time.monotonic() - t0)
             study.tell(n, state=TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
-            pass
+            return n
         log.warning("trial %d: FAIL (%s)", n, reason)
+        if rc is not None:
+            # Killed or crashed (not a timeout, which would only repeat): retried once more.
+            _enqueue_retry(study, study._storage.get_trial(trial._trial_id), reason)
     elif reason:
         log.warning("trial %d: %s after it was recorded as %s", n, reason, frozen.state.name)
     return n
@@ -138,4 +140,4 @@ def run_subprocess(study: optuna.Study, storage_url: str, *, n_trials: int | Non
     return state["done"]
 
 
-__all__ = ["run_subprocess", "run_one", "resource"]
+__all__ = ["run_subprocess", "run_one"]

@@ -31,13 +31,23 @@ def main(argv=None) -> int:
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    import warnings
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     from studies.objective import TrialFailed, make_objective
     from studies.worker import join_study
 
     joined = join_study(args.storage, args.study_name, seed=args.seed, out=args.out, check_data=False)
     study, spec = joined.study, joined.spec
     storage = study._storage
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, args.trial_number)
+    # Reading the trials fills the storage cache that Trial's writes go through.
+    mine = [t for t in study.get_trials(deepcopy=False) if t.number == args.trial_number]
+    if not mine:
+        print(f"error: study '{args.study_name}' has no trial {args.trial_number}", file=sys.stderr)
+        return 2
+    trial_id = mine[0]._trial_id
+    if mine[0].state != TrialState.RUNNING:
+        print(f"error: trial {args.trial_number} is {mine[0].state.name}, not RUNNING", file=sys.stderr)
+        return 2
     trial = optuna.trial.Trial(study, trial_id)
     objective = make_objective(spec)
     state, values = TrialState.FAIL, None

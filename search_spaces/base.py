@@ -15,7 +15,7 @@ from vantage_core.errors import SearchSpaceError
 # The guide's LR guidance per size, widened by LR_MARGIN on each side (x/2 .. x*2) so the
 # sweep can find an optimum just outside the hand-tuned band.
 LR_MARGIN = 2.0
-GUIDE_LR = {"tiny": (1e-3, 5e-3), "small": (3e-4, 5e-4), "medium": (1e-4, 3e-4), "large": (5e-5, 1e-4)}
+GUIDE_LR = {"tiny": (2e-3, 8e-3), "small": (3e-4, 5e-4), "medium": (1e-4, 3e-4), "large": (5e-5, 1e-4)}
 
 
 @dataclass(frozen=True)

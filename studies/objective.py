@@ -47,6 +47,7 @@ class TrialSpec:
     keep_checkpoints: bool = False
     tie_break: bool = True
     objective_fn: str | None = None          # debug hook "module:function" (fast fake objectives)
+    max_memory: int | None = None            # bytes; feasibility check before launch (studies.feasibility)
     extra_overrides: dict[str, Any] = field(default_factory=dict)
     _data: Any = field(default=None, repr=False)
 
@@ -114,6 +115,12 @@ def run_trial(trial: optuna.Trial, spec: TrialSpec, data=None) -> float | tuple[
     data = data if data is not None else spec.data
     cfg = spec.config_for(trial)
     trial.set_user_attr("config", cfg.to_yaml())
+    try:
+        from .feasibility import check_trial
+    except ImportError:  # pragma: no cover
+        check_trial = None
+    if check_trial is not None:
+        check_trial(trial, cfg, spec.max_memory)   # prunes, before launch, what cannot fit
     cb = OptunaPruningCallback(trial, M.EVAL_EXACT_MATCH, prune=not spec.multi,
                                tie_break=spec.tie_break and not spec.multi)
     out = None

@@ -58,7 +58,10 @@ def join_study(storage_url: str, study_name: str, *, seed: int | None = None, pa
     hb = heartbeat_interval if heartbeat_interval is not None else settings.get("heartbeat_interval", 60)
     gp = grace_period if grace_period is not None else settings.get("grace_period", 180)
     storage = open_storage(storage_url, heartbeat_interval=hb or None, grace_period=gp)
+    if out is None and settings.get("runs_dir") and not Path(settings["runs_dir"]).parent.is_dir():
+        out = Path("sweeps") / study_name / "trials"   # another machine: the study's folder is not here
     spec = spec_from_settings(settings, out=out)
+    spec.max_memory = settings.get("max_memory")
     multi = len(spec.objectives) > 1
     sampler = make_sampler(settings.get("sampler", "tpe"), seed, spec.space, spec.base, spec.ranges,
                            parallel=parallel)
@@ -106,7 +109,49 @@ def run_worker(storage_url: str, study_name: str, *, n_trials: int | None = None
         from runners.subprocess import run_subprocess
         joined = join_study(storage_url, study_name, seed=seed, out=out, check_data=False)
         return run_subprocess(joined.study, storage_url, n_trials=n_trials, timeout=timeout,
-                              trial_timeout=trial_timeout, seed=seed, out=out)
+                              trial_timeout=trial_timeout, seed=seed, out=str(out) if out else None)
     joined = join_study(storage_url, study_name, seed=seed, out=out, accept_mismatch=accept_mismatch)
     log.info("worker %d joined study %s in %s", os.getpid(), study_name, redact(storage_url))
     return optimize(joined, n_trials=n_trials, timeout=timeout)
+
+
+def worker_parser():
+    import argparse
+
+    from .storage import DEFAULT_STORAGE
+    p = argparse.ArgumentParser(
+        prog="vantage-sweep worker",
+        description="Join an existing study and run its trials: start one on every machine that can reach "
+                    "the storage (PostgreSQL: postgresql://user@host/db, MySQL: mysql+pymysql://user@host/db). "
+                    "Everything else (search space, model config, data, objectives) is read from the study.")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default: {DEFAULT_STORAGE})")
+    p.add_argument("--study-name", required=True, help="the study to join (created by `vantage-sweep SWEEP`)")
+    p.add_argument("--trials", type=int, default=None,
+                   help="trials this worker runs, then exits (default: until --timeout or Ctrl-C)")
+    p.add_argument("--timeout", type=float, default=None, help="stop starting new trials after this many seconds")
+    p.add_argument("--seed", type=int, default=None, help="sampler seed (default: random per worker)")
+    p.add_argument("--runner", choices=("inprocess", "subprocess"), default="inprocess",
+                   help="run each trial in this process or in its own process (default: inprocess)")
+    p.add_argument("--trial-timeout", type=float, default=None, metavar="SECONDS",
+                   help="kill a trial that runs longer than this (implies --runner subprocess)")
+    p.add_argument("--out", default=None, help="folder for this worker's trial checkpoints "
+                                               "(default: the study's, if it exists here)")
+    p.add_argument("--accept-mismatch", action="store_true",
+                   help="run even though this machine's data/tokenizer differ from the study's fingerprint")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def cmd_worker(args) -> int:
+    from .storage import absolute
+    if args.trials is not None and args.trials <= 0:
+        raise VantageError(f"--trials must be > 0, got {args.trials}")
+    storage_url = absolute(args.storage)
+    if storage_url.startswith("sqlite"):
+        log.warning("SQLite storage: run at most one process on it at a time (use journal:PATH or a server "
+                    "database for several workers)")
+    n = run_worker(storage_url, args.study_name, n_trials=args.trials, timeout=args.timeout, seed=args.seed,
+                   out=args.out, runner=args.runner, trial_timeout=args.trial_timeout,
+                   accept_mismatch=args.accept_mismatch)
+    print(f"worker {os.getpid()}: ran {n} trials of study {args.study_name}")
+    return 0

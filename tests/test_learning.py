@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_tiny_model_beats_untrained_and_constant_baselines(tmp_path):
-    cfg = load_config("tiny", {"training": {"num_train_steps": 300, "eval_steps": 150}})
+    cfg = load_config("tiny", {"training": {"num_train_steps": 500, "eval_steps": 250}})
     data = prepare_data(cfg)
     assert not ({e.db_id for e in data.valid} & {e.db_id for e in data.train_examples})
 

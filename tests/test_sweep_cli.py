@@ -41,7 +41,7 @@ def test_sweep_creates_study_with_metrics_and_report(first_sweep):
     assert len(study.trials) == 3
     base = study.trials[0]
     assert base.user_attrs.get("baseline") is True
-    assert base.params["learning_rate"] == pytest.approx(3e-3)  # the config's own value first
+    assert base.params["learning_rate"] == pytest.approx(6e-3)  # the config's own value first
     finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert finished
     for t in study.trials:

@@ -57,7 +57,9 @@ class DataConfig:
     source: str = "synthetic"
     synthetic_num_databases: int = 24
     synthetic_examples_per_db: int = 400
-    synthetic_name_variation: float = 1.0   # share of table/column names renamed in variants
+    # Share of table/column names renamed in variant databases (0: variants share names with
+    # their domain; raise it to make validation demand copying names never seen in training).
+    synthetic_name_variation: float = 0.0
     validation_fraction: float = 0.2
     max_eval_examples: int = 64
     tokenizer_vocab_size: int = 0  # 0: use model.vocab_size

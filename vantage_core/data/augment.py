@@ -48,6 +48,11 @@ _TEMPLATES: list[tuple[re.Pattern, list[str]]] = [
      ["List the {0}.", "Show the {0}.", "Give me the {0}.", "Find the {0}.", "Tell me the {0}."]),
     (re.compile(r"^(?:Show|List|Find|Give me|Return|Tell me|Display)(?: me)? (?:all )?(?:the )?(.+?)\s*[.?]?$", re.I),
      ["What are the {0}?", "Show me the {0}.", "I want the {0}.", "Could you list the {0}?"]),
+    (re.compile(r"^How many (.+?) (?:do|does|did) (.+?)\s*\?$", re.I),
+     ["Count the {0} {1}.", "Find the number of {0} {1}.", "What is the number of {0} {1}?"]),
+    (re.compile(r"^How many (.+?) (are|is|were|was|have|has|can|will) (.+?)\s*\?$", re.I),
+     ["Count the {0} that {1} {2}.", "Find the number of {0} that {1} {2}.",
+      "What is the number of {0} that {1} {2}?"]),
     (re.compile(r"^How many (.+?)\s*\?$", re.I),
      ["Count the number of {0}.", "Find the number of {0}.", "What is the number of {0}?",
       "Tell me how many {0}."]),
@@ -67,9 +72,9 @@ def paraphrase_question(question: str, rng: Random) -> str | None:
     cands = []
     for pat, outs in _TEMPLATES:
         m = pat.match(q)
-        if m:
-            rest = m.group(1)
-            cands += [o.format(rest) for o in outs]
+        if m:  # the first (most specific) matching template only
+            cands = [o.format(*m.groups()) for o in outs]
+            break
     cands = [c for c in cands if c.lower() != q.lower()]
     if not cands:
         cands = [g.format(q=q) for g in _GENERIC]

@@ -87,6 +87,10 @@ def mix_examples(by_source: dict[str, list[T]], weights: dict[str, float], n: in
     if total == 0:
         return []
     n = total if n is None else n
+    if not weights and n == total:  # natural proportions: every example once, shuffled
+        out = [x for v in by_source.values() for x in v]
+        Random(seed).shuffle(out)
+        return out
     sampler = MixtureSampler(sizes, weights, seed)
     return [by_source[s][i] for s, i in sampler.sample(n)]
 

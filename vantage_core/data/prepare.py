@@ -75,8 +75,8 @@ def resolve_source(source: str, cfg: Config) -> DatasetSplits:
     if p.is_dir() and (p / "tables.json").is_file():
         return load_spider(p, source=p.name)
     # --- vantage-data (data issue): a processed folder from `vantage-data preprocess` ---
-    from .preprocess import is_processed_dir, processed_splits
-    if is_processed_dir(p):
+    if (p / "summary.json").is_file() and (p / "train.jsonl").is_file():
+        from .preprocess import processed_splits
         return processed_splits(p)
     # --- end vantage-data ---
     raise DataError(f"data source '{source}': expected 'synthetic', 'spider:PATH', a folder "
@@ -136,9 +136,10 @@ def prepare_data(cfg: Config, *, source: str | None = None, tokenizer: SQLTokeni
     """
     source = source or cfg.data.source
     # --- vantage-data (data issue): processed folders carry their split, ids and tokenizer ---
-    from .preprocess import is_processed_dir, load_processed
-    if source not in ("synthetic",) and not source.startswith("spider:") and is_processed_dir(Path(source).expanduser()):
-        return load_processed(cfg, Path(source).expanduser(), tokenizer=tokenizer, final_split=final_split)
+    _p = Path(source).expanduser()
+    if source != "synthetic" and (_p / "summary.json").is_file() and (_p / "train.jsonl").is_file():
+        from .preprocess import load_processed
+        return load_processed(cfg, _p, tokenizer=tokenizer, final_split=final_split)
     # --- end vantage-data ---
     splits = resolve_source(source, cfg)
     if not splits.train:

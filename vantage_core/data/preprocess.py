@@ -169,6 +169,8 @@ def _chunks(seq: list, n: int) -> list[list]:
 def run_pool(fn: Callable, items: list, state: dict[str, Any], num_workers: int, chunk: int = 256,
              progress: str | None = None) -> list:
     """Map `fn` over chunks of `items` on `num_workers` processes (in-process for 1)."""
+    if num_workers > 1:  # enough chunks to keep every worker busy
+        chunk = max(8, min(chunk, -(-len(items) // (num_workers * 4))))
     chunks = _chunks(items, chunk)
     bar = None
     if progress and sys.stderr.isatty():

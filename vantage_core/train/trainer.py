@@ -289,6 +289,11 @@ def _step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step * 7919 + 12345) % (2 ** 31)
 
 
+def _weights_finite(model) -> bool:
+    tot = sum(mx.sum(mx.abs(p.astype(mx.float32))) for _, p in tree_flatten(model.trainable_parameters()))
+    return bool(mx.isfinite(tot).item())
+
+
 def _write_status(out: Path | None, status: str, **extra) -> None:
     if out is None:
         return
@@ -437,6 +442,8 @@ def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
                 for cb in callbacks:
                     cb.on_eval_report(rep)
             if out is not None and (step % t.save_steps == 0 or step == t.num_train_steps):
+                if not _weights_finite(model):   # never overwrite a good checkpoint with NaNs
+                    raise TrainingDiverged(step, "a weight")
                 ck_state = _ck_state(step, batcher, best_em, tokens_done)
                 save_checkpoint(out / "checkpoint-latest", model=model, config=cfg, tokenizer=data.tokenizer,
                                 optimizer=optimizer, state=ck_state)

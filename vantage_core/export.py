@@ -1,0 +1,124 @@
+"""Export a Vantage checkpoint as a Hugging Face Mixtral folder.
+
+Writes config.json (model_type "mixtral"), model.safetensors with HF Mixtral parameter
+names (each expert's ``block_sparse_moe.experts.{e}.w1/w2/w3.weight`` split from our stacked
+[E, out, in] ``switch_mlp.gate_proj/down_proj/up_proj``), tokenizer.json,
+tokenizer_config.json, special_tokens_map.json and generation_config.json. The folder
+opens with ``mlx_lm.load`` and ``transformers.MixtralForCausalLM.from_pretrained``.
+
+Inference is exactly Mixtral's (no capacity limit, no dropout): expert_capacity,
+router_aux_loss_coef, router_z_loss_coef and the dropouts are training-time only and are
+kept in config.json under "vantage_training" for provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import mlx.core as mx
+
+from .config import Config
+from .data.tokenizer import END, PAD
+from .errors import CheckpointError
+from .train.checkpoint import find_checkpoint, load_checkpoint_config
+
+_EXPERT = re.compile(r"^(model\.layers\.\d+\.block_sparse_moe)\.experts\.switch_mlp\.(gate|up|down)_proj\.weight$")
+_HF_NAME = {"gate": "w1", "down": "w2", "up": "w3"}
+
+
+def hf_config(cfg: Config, tokenizer_ids: dict[str, int] | None = None) -> dict:
+    m = cfg.model
+    ids = tokenizer_ids or {}
+    return {
+        "architectures": ["MixtralForCausalLM"],
+        "model_type": "mixtral",
+        "hidden_size": m.hidden_size,
+        "intermediate_size": m.intermediate_size,
+        "num_hidden_layers": m.num_layers,
+        "num_attention_heads": m.num_attention_heads,
+        "num_key_value_heads": m.num_key_value_heads,
+        "head_dim": m.hidden_size // m.num_attention_heads,
+        "num_local_experts": m.num_experts,
+        "num_experts_per_tok": m.num_experts_per_token,
+        "vocab_size": m.vocab_size,
+        "max_position_embeddings": m.max_position_embeddings,
+        "rope_theta": m.rope_theta,
+        "rms_norm_eps": m.rms_norm_eps,
+        "hidden_act": "silu",
+        "tie_word_embeddings": False,     # lm_head is always written (untied if trained tied)
+        "sliding_window": None,
+        "attention_dropout": 0.0,
+        "output_router_logits": False,
+        "router_aux_loss_coef": m.router_aux_loss_coef,
+        "router_jitter_noise": 0.0,
+        "initializer_range": 0.02,
+        "use_cache": True,
+        "torch_dtype": "float32",
+        "bos_token_id": None,
+        "eos_token_id": ids.get("eos"),
+        "pad_token_id": ids.get("pad"),
+        "vantage_training": {
+            "expert_capacity": m.expert_capacity,
+            "router_z_loss_coef": m.router_z_loss_coef,
+            "expert_dropout": m.expert_dropout,
+            "hidden_dropout": m.hidden_dropout,
+        },
+    }
+
+
+def hf_weights(weights: dict[str, mx.array], cfg: Config) -> dict[str, mx.array]:
+    """Vantage (mlx-lm Mixtral) parameter names -> HF Mixtral names, experts split."""
+    out: dict[str, mx.array] = {}
+    for k, v in weights.items():
+        mt = _EXPERT.match(k)
+        if mt:
+            prefix, which = mt.groups()
+            for e in range(v.shape[0]):
+                out[f"{prefix}.experts.{e}.{_HF_NAME[which]}.weight"] = v[e]
+        else:
+            out[k] = v
+    if "lm_head.weight" not in out:
+        out["lm_head.weight"] = out["model.embed_tokens.weight"]
+    return {k: v.astype(mx.float32) for k, v in out.items()}
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, overwrite: bool = False) -> Path:
+    ck = find_checkpoint(checkpoint)
+    cfg = load_checkpoint_config(ck)
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise CheckpointError(f"{out}: exists and is not empty (use --overwrite)")
+    try:
+        weights = mx.load(str(ck / "model.safetensors"))
+    except Exception as e:
+        raise CheckpointError(f"{ck}/model.safetensors: unreadable ({e})") from None
+    tmp = out.parent / f".{out.name}.export-tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    ids = {}
+    tok_file = ck / "tokenizer.json"
+    if tok_file.is_file():
+        from .data.tokenizer import SQLTokenizer
+        tok = SQLTokenizer.load(tok_file)
+        ids = {"eos": tok.end_id, "pad": tok.pad_id}
+        shutil.copy(tok_file, tmp / "tokenizer.json")
+        (tmp / "tokenizer_config.json").write_text(json.dumps({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "eos_token": END, "pad_token": PAD, "bos_token": None, "unk_token": None,
+            "add_bos_token": False, "add_eos_token": False,
+            "clean_up_tokenization_spaces": False,
+            "model_max_length": cfg.model.max_position_embeddings,
+        }, indent=1))
+        (tmp / "special_tokens_map.json").write_text(json.dumps({"eos_token": END, "pad_token": PAD}, indent=1))
+        (tmp / "generation_config.json").write_text(json.dumps({
+            "eos_token_id": tok.end_id, "pad_token_id": tok.pad_id, "do_sample": False}, indent=1))
+    (tmp / "config.json").write_text(json.dumps(hf_config(cfg, ids), indent=1))
+    mx.save_safetensors(str(tmp / "model.safetensors"), hf_weights(weights, cfg), metadata={"format": "pt"})
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
