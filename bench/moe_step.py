@@ -122,7 +122,7 @@ class MLXSystem:
         return tree_bytes(self.model.parameters()) + tree_bytes(self.optimizer.state)
 
 
-def make_vantage(sh, init_params, batch, *, k, impl, capacity, name, fused=True, plain=False):
+def make_vantage(sh, init_params, batch, *, k, impl, capacity, name, fused=True, plain=False, recompute=True):
     from vantage_core.model import MoETransformer
     from vantage_core.train.optim import make_optimizer
     from vantage_core.train.trainer import make_train_step
@@ -130,9 +130,9 @@ def make_vantage(sh, init_params, batch, *, k, impl, capacity, name, fused=True,
     model = MoETransformer(cfg.model)
     model.load_weights(init_params)
     model.train()
-    if plain:
-        for layer in model.layers:
-            layer.block_sparse_moe.experts.plain_autograd = True
+    for layer in model.layers:
+        layer.block_sparse_moe.experts.plain_autograd = plain
+        layer.block_sparse_moe.experts.recompute_act = recompute
     opt = make_optimizer(cfg.training)
     micro, apply, step = make_train_step(model, opt, cfg)
     inputs, positions, targets, weights = batch
@@ -378,6 +378,9 @@ def main(argv=None):
                 if "plain" in variants:
                     runs.append(make_vantage(sh, params, batch, k=kk, impl="capacity", capacity=nodrop,
                                              name="vantage plain-autograd", plain=True))
+                if "norecompute" in variants:
+                    runs.append(make_vantage(sh, params, batch, k=kk, impl="capacity", capacity=nodrop,
+                                             name="vantage no-recompute", recompute=False))
                 if "split" in variants:
                     runs.append(make_vantage(sh, params, batch, k=kk, impl="capacity", capacity=nodrop,
                                              name="vantage split", fused=False))
@@ -437,12 +440,12 @@ def main(argv=None):
         tsys = run_torch(k, "torch")
 
     # Warm-up (compilation) and peak memory, one system at a time.
-    total_resident = sum(r.resident() for r in runs)
     failed = []
     for r in runs:
         gc.collect()
         mx.clear_cache()
         t0 = time.perf_counter()
+        others = mx.get_active_memory() - r.resident()   # the other systems' arrays, constant here
         mx.reset_peak_memory()
         try:
             for _ in range(max(1, a.warmup)):
@@ -452,7 +455,7 @@ def main(argv=None):
             failed.append(r)
             continue
         r.compile_s = time.perf_counter() - t0
-        r.peak = mx.get_peak_memory() - (total_resident - r.resident())
+        r.peak = mx.get_peak_memory() - others
         say(f"# warm-up {r.name}: {r.compile_s:.1f}s")
 
     runs = [r for r in runs if r not in failed]

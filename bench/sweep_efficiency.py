@@ -30,6 +30,16 @@ from vantage_core.config import load_config  # noqa: E402
 SECTION = "## Sweep efficiency"
 
 
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def run_one(spec: TrialSpec, seed: int, pruner: str, n_trials: int) -> dict:
     sampler = make_sampler("tpe", seed, spec.space, spec.base, spec.ranges)
     study = optuna.create_study(direction="maximize", sampler=sampler,
@@ -93,7 +103,7 @@ def main(argv=None) -> int:
              "tie-break when exact match is equal).", "",
              f"Command: `python bench/sweep_efficiency.py --trials {args.trials} --steps {args.steps} "
              f"--eval-steps {args.eval_steps} --seeds {' '.join(map(str, args.seeds))} --write docs/benchmarks.md`.",
-             f"Machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPU cores shared with "
+             f"Machine: {platform.machine()} {cpu_name()}, {os.cpu_count()} CPU cores shared with "
              f"other jobs, Python {platform.python_version()}, Optuna {optuna.__version__}; total {total / 60:.1f} min.",
              "", "| seed | pruner | trials | pruned | trial-steps | wall s | best trial | best EM [95% CI] | eval loss |",
              "| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]

@@ -22,7 +22,7 @@ import optuna
 import pandas as pd
 
 from . import plots
-from .data import METRICS, StudyData, em_interval, load_study_data
+from .data import METRICS, StudyData, load_study_data
 from .diagnosis import MODES, diagnose_trial
 
 log = logging.getLogger("vantage.report")
@@ -216,6 +216,10 @@ def section_best(sd: StudyData, study_best: int | None) -> tuple[Section, pd.Dat
     cols: dict[str, int] = {}
     for name, (col, direction, label) in METRICS.items():
         n = _best_by(df, col, direction)
+        if name == "exact_match" and n is not None and study_best is not None:
+            em = df.set_index("number")["exact_match"]
+            if em.get(study_best) == em.get(n):
+                n = study_best  # among ties, the study's own pick (its eval-loss tie-break)
         if n is not None:
             cols[f"best {label}"] = n
     if study_best is not None and study_best not in cols.values():

@@ -195,7 +195,11 @@ def cmd_sweep(args) -> int:
                      steps_per_trial=args.steps_per_trial, runs_dir=out_root / "trials",
                      keep_checkpoints=args.keep_checkpoints, max_memory=max_memory,
                      tie_break=args.tie_break == "loss", objective_fn=args.objective_fn)
-    data = spec.data  # the validation split is carved from the training data here
+    if args.objective_fn:   # debug objective: no training, so no data to load
+        desc = {"source": base.data.source, "train_examples": 0, "valid_examples": 0, "eval_examples": 0,
+                "valid_dbs": [], "tokenizer": "none (--objective-fn)"}
+    else:
+        desc = spec.data.describe()  # the validation split is carved from the training data here
     storage = open_storage(storage_url, heartbeat_interval=args.heartbeat_interval or None,
                            grace_period=args.grace_period)
     multi = len(objectives) > 1
@@ -204,7 +208,7 @@ def cmd_sweep(args) -> int:
     steps = args.steps_per_trial or base.training.num_train_steps
     pruner_name = "none" if multi else args.pruner
     pruner = make_pruner(pruner_name, max_resource=steps)
-    fp = fingerprint_parts(space, base, data.describe(), objectives, args.steps_per_trial)
+    fp = fingerprint_parts(space, base, desc, objectives, args.steps_per_trial)
     directions = [OBJECTIVES[o][0] for o in objectives]
     cfg_dict = base_config_without_searched(space, base, args.steps_per_trial)
     study = open_study(storage, study_name, directions, sampler, pruner, fp,
@@ -216,7 +220,7 @@ def cmd_sweep(args) -> int:
         study.enqueue_trial(space.params_of(base), user_attrs={"baseline": True})
     study.set_user_attr("model", args.model)
     study.set_user_attr("sweep", args.sweep)
-    study.set_user_attr("data", data.describe())
+    study.set_user_attr("data", desc)
     # What a worker (another process or machine) needs to run trials of this study.
     save_settings(study, {
         "sweep": args.sweep, "model": args.model, "config_yaml": base.to_yaml(), "base_config": cfg_dict,

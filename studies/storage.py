@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import warnings
 import optuna
 
 from vantage_core.errors import StorageError
+
+_log = logging.getLogger("vantage.storage")
 
 # Heartbeats are marked experimental by Optuna; they are what makes worker crashes safe here.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -41,6 +44,88 @@ def absolute(url: str) -> str:
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         return "sqlite:///" + str(Path(url[len("sqlite:///"):]).expanduser().resolve())
     return url
+
+
+
+# ---------------------------------------------------------------------------------------
+# Server databases: ride out dropped connections (restart, pg_terminate_backend, network)
+# ---------------------------------------------------------------------------------------
+def _is_connection_error(e: BaseException) -> bool:
+    """A lost or refused database connection anywhere in the exception chain."""
+    from sqlalchemy import exc as sa_exc
+    seen = 0
+    while e is not None and seen < 10:
+        if isinstance(e, (sa_exc.OperationalError, sa_exc.InterfaceError)) or \
+                (isinstance(e, sa_exc.DBAPIError) and e.connection_invalidated):
+            return True
+        e = e.__cause__ or e.__context__
+        seen += 1
+    return False
+
+
+_RETRIED = ("create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
+            "get_study_id_from_name", "get_study_name_from_id", "get_study_directions", "get_study_user_attrs",
+            "get_study_system_attrs", "get_all_studies", "create_new_trial", "_create_new_trial", "set_trial_param",
+            "_set_trial_param", "get_trial_id_from_study_id_trial_number", "get_trial_number_from_id",
+            "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr",
+            "set_trial_system_attr", "get_trial", "get_all_trials", "_get_trials", "get_n_trials", "get_best_trial",
+            "_get_best_trial_id", "record_heartbeat", "_get_stale_trial_ids", "check_trial_is_updatable")
+
+
+class ResilientRDBStorage(optuna.storages.RDBStorage):
+    """RDBStorage whose calls survive a dropped connection: a call that fails because the
+    connection was lost (server restarted, backend terminated, network blip) is retried with
+    backoff for up to `retry_seconds` (pool_pre_ping opens a fresh connection), then fails as
+    a one-line StorageError. A state change whose commit landed before the connection dropped
+    is recognised on retry instead of failing as "already finished"."""
+
+    retry_seconds = 60.0
+
+    def _retrying(self, name, fn, *args, **kwargs):
+        import threading
+        import time
+
+        local = self.__dict__.setdefault("_retry_local", threading.local())
+        if getattr(local, "depth", 0):          # an inner call of an outer retried call
+            return fn(*args, **kwargs)
+        local.depth = 1
+        try:
+            deadline, delay, attempt = time.monotonic() + self.retry_seconds, 0.1, 0
+            while True:
+                try:
+                    return fn(*args, **kwargs)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    if attempt and name == "set_trial_state_values":
+                        trial_id, state = args[0], kwargs.get("state", args[1] if len(args) > 1 else None)
+                        if self.get_trial(trial_id).state == state:
+                            return True      # the first attempt's commit landed
+                    raise
+                except Exception as e:
+                    if not _is_connection_error(e):
+                        raise
+                    if time.monotonic() > deadline:
+                        raise StorageError(f"storage '{redact(self.url)}': connection lost and not restored "
+                                           f"within {self.retry_seconds:g}s ({type(e).__name__})") from None
+                    attempt += 1
+                    _log.warning("storage: connection lost during %s; retrying (attempt %d)", name, attempt)
+                    time.sleep(delay)
+                    delay = min(2.0, delay * 2)
+        finally:
+            local.depth = 0
+
+
+def _retry_method(name):
+    base = getattr(optuna.storages.RDBStorage, name)
+
+    def method(self, *args, **kwargs):
+        return self._retrying(name, lambda *a, **k: base(self, *a, **k), *args, **kwargs)
+    method.__name__ = name
+    return method
+
+
+for _name in _RETRIED:
+    if hasattr(optuna.storages.RDBStorage, _name):
+        setattr(ResilientRDBStorage, _name, _retry_method(_name))
 
 
 def open_storage(url: str, *, heartbeat_interval: int | None = 60, grace_period: int | None = 180,
@@ -77,8 +162,9 @@ def open_storage(url: str, *, heartbeat_interval: int | None = 60, grace_period:
     engine_kwargs = {"pool_pre_ping": True}
     if scheme.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": 60}}
+    cls = optuna.storages.RDBStorage if scheme.startswith("sqlite") else ResilientRDBStorage
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        return cls(url, engine_kwargs=engine_kwargs, **kwargs)
     except ImportError as e:
         raise StorageError(f"storage '{redact(url)}': database driver missing ({e}); "
                            "pip install psycopg2-binary or pymysql") from None

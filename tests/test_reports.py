@@ -70,6 +70,7 @@ def test_cli_report_has_every_section_filled(demo_db, capsys):
     assert "Out of Memory" in diag and "gradient_checkpointing" in diag
     best = secs["Best trials and the baseline"]
     assert "baseline (guide default)" in best and "best exact match" in best
+    assert "best peak memory (MB)" in best and "best tokens/s" in best
     for csv in ("best.csv", "pareto.csv", "history.csv", "intermediate.csv", "importances.csv", "diagnosis.csv",
                 "em_vs_memory.csv", "em_vs_throughput.csv", "infeasible.csv"):
         assert (out / csv).stat().st_size > 20, csv

@@ -57,6 +57,7 @@ def test_promote_best_trial_on_dev_and_repeats(tmp_path):
 
 def test_sweep_repeats_record_mean_and_interval(tmp_path):
     r = cli(tmp_path, "capacity", "--model", "tiny", "--trials", "1", "--repeats", "2", "--steps-per-trial", "6",
+            "--objective-fn", "runners.fake_objective:quadratic",
             "--set", "training.eval_steps=6", "--set", "data.max_eval_examples=8", "--set", "eval.max_new_tokens=32")
     assert r.returncode == 0, r.stderr[-3000:]
     study = optuna.load_study(study_name="capacity-tiny-synthetic", storage=f"sqlite:///{tmp_path}/vantage_studies.db")

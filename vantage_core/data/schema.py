@@ -188,6 +188,8 @@ def load_spider_tables(path: str | Path) -> dict[str, Schema]:
         raise DataError(f"{path}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: corrupt JSON ({e})") from None
+    if not isinstance(entries, list):
+        raise DataError(f"{path}: expected a JSON list of database schemas, got {type(entries).__name__}")
     out = {}
     for i, e in enumerate(entries):
         try:

@@ -52,7 +52,7 @@ def generate_sql(model, tok: SQLTokenizer, prompts: list[list[int]], *, num_beam
     """Greedy (batched) or beam search. With `validator(i, sql) -> bool`, beam search returns the
     first candidate that passes (parses and compiles against the schema); when none does,
     the top beam is kept and counted in `no_valid_candidate` (never counted as valid)."""
-    from .generate import generate_beam, generate_greedy
+    from .generate import generate_beam_batched, generate_greedy
 
     t0 = time.perf_counter()
     cands: list[list[str]] = []
@@ -61,9 +61,9 @@ def generate_sql(model, tok: SQLTokenizer, prompts: list[list[int]], *, num_beam
                                max_new_tokens=max_new_tokens, batch_size=batch_size)
         cands = [[tok.decode(o).strip()] for o in outs]
     else:
-        for p in prompts:
-            beams = generate_beam(model, p, end_id=tok.end_id, num_beams=num_beams, max_new_tokens=max_new_tokens)
-            cands.append([tok.decode(ids).strip() for ids, _ in beams])
+        beams = generate_beam_batched(model, prompts, pad_id=tok.pad_id, end_id=tok.end_id, num_beams=num_beams,
+                                      max_new_tokens=max_new_tokens, batch_size=max(1, batch_size // num_beams))
+        cands = [[tok.decode(ids).strip() for ids, _ in bs] for bs in beams]
     preds, none_valid = [], 0
     for i, cs in enumerate(cands):
         if validator is None:

@@ -106,3 +106,93 @@ def generate_beam(model, prompt: list[int], *, end_id: int, num_beams: int = 4,
     if not finished:
         finished = [(q, s / max(1, len(q)) ** length_penalty) for q, s in beams]
     return sorted(finished, key=lambda x: -x[1])[:num_beams]
+
+
+def generate_beam_batched(model, prompts: list[list[int]], *, pad_id: int, end_id: int, num_beams: int = 4,
+                          max_new_tokens: int = 128, batch_size: int = 16,
+                          length_penalty: float = 1.0) -> list[list[tuple[list[int], float]]]:
+    """Beam search over many prompts at once: B prompts x K beams share one KV-cached batch.
+    Returns, per prompt, its finished candidates best first as (ids, length-normalized score)."""
+    import numpy as np
+
+    model.eval()
+    K = num_beams
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    results: list[list[tuple[list[int], float]]] = [[] for _ in prompts]
+    for s in range(0, len(order), batch_size):
+        idx = order[s: s + batch_size]
+        toks, valid = _left_pad([prompts[i] for i in idx], pad_id)
+        B, L = toks.shape
+        cache = [KVCache() for _ in model.layers]
+        logits, _ = model(toks, mask=_prefill_mask(valid).astype(mx.float32), cache=cache,
+                          positions=mx.arange(B) * L + (L - 1))
+        rows = mx.repeat(mx.arange(B), K)                 # every prompt's cache copied to K beams
+        for c in cache:
+            c.select(rows)
+        key_valid = valid[rows]
+        logp = logits.astype(mx.float32)
+        logp = logp - mx.logsumexp(logp, axis=-1, keepdims=True)
+        logp = mx.repeat(logp, K, axis=0)                  # [B*K, V]
+        V = logp.shape[-1]
+        scores = np.full((B, K), -np.inf, dtype=np.float64)
+        scores[:, 0] = 0.0                                 # all beams start identical: expand one
+        seqs = [[[] for _ in range(K)] for _ in range(B)]
+        finished: list[list[tuple[list[int], float]]] = [[] for _ in range(B)]
+        done = np.zeros(B, dtype=bool)
+        for step in range(max_new_tokens):
+            tot = mx.array(scores.astype(np.float32))[:, :, None] + logp.reshape(B, K, V)
+            flat = tot.reshape(B, K * V)
+            k2 = min(2 * K, K * V)
+            top = mx.argpartition(-flat, kth=k2 - 1, axis=-1)[:, :k2]
+            top_scores = mx.take_along_axis(flat, top, axis=-1)
+            top_np, sc_np = np.array(top), np.array(top_scores)
+            new_rows, new_toks = [], []
+            new_scores = np.full((B, K), -np.inf)
+            new_seqs = [[[] for _ in range(K)] for _ in range(B)]
+            for b in range(B):
+                cand = sorted(zip(sc_np[b].tolist(), top_np[b].tolist()), reverse=True)
+                n = 0
+                for sc, flat_i in cand:
+                    if n == K:      # candidates below the K-th open beam are not considered
+                        break
+                    if not np.isfinite(sc):
+                        continue
+                    beam, t = divmod(int(flat_i), V)
+                    seq = seqs[b][beam]
+                    if t == end_id:
+                        if not done[b]:
+                            finished[b].append((seq, sc / max(1, len(seq) + 1) ** length_penalty))
+                        continue
+                    new_rows.append(b * K + beam)
+                    new_toks.append(t)
+                    new_scores[b, n] = sc
+                    new_seqs[b][n] = seq + [t]
+                    n += 1
+                while n < K:                                 # keep shapes fixed: dead beams
+                    new_rows.append(b * K)
+                    new_toks.append(pad_id)
+                    n += 1
+                if not done[b] and len(finished[b]) >= K:
+                    best_open = max((new_scores[b, j] / max(1, len(new_seqs[b][j])) ** length_penalty
+                                     for j in range(K) if np.isfinite(new_scores[b, j])), default=-np.inf)
+                    if max(f[1] for f in finished[b]) >= best_open:
+                        done[b] = True
+            scores, seqs = new_scores, new_seqs
+            scores[done] = -np.inf
+            if done.all():
+                break
+            sel = mx.array(new_rows, dtype=mx.int32)
+            for c in cache:
+                c.select(sel)
+            key_valid = mx.concatenate([key_valid[sel], mx.ones((B * K, 1), dtype=mx.bool_)], axis=1)
+            mask = mx.where(key_valid, 0.0, NEG)[:, None, None, :].astype(mx.float32)
+            logits, _ = model(mx.array(new_toks, dtype=mx.int32)[:, None], mask=mask, cache=cache)
+            logp = logits[:, -1, :].astype(mx.float32)
+            logp = logp - mx.logsumexp(logp, axis=-1, keepdims=True)
+        for b, i in enumerate(idx):
+            fin = finished[b]
+            if not fin:   # nothing ended within max_new_tokens: return the open beams
+                fin = [(seqs[b][j], scores[b, j] / max(1, len(seqs[b][j])) ** length_penalty)
+                       for j in range(K) if np.isfinite(scores[b, j])]
+            results[i] = sorted(fin, key=lambda x: -x[1])[:K]
+    return results

@@ -32,6 +32,8 @@ class Experts(nn.Module):
     # True: the capacity path's dispatch/combine/SiLU through MLX's own autograd (scatter-add
     # gradients, exact sigmoid) instead of the hand-written VJPs; kept for measurement.
     plain_autograd = False
+    # GPU: recompute the SwiGLU activation in the backward (fastmath.swiglu_down).
+    recompute_act = True
 
     def __init__(self, hidden: int, intermediate: int, num_experts: int):
         super().__init__()
@@ -56,7 +58,8 @@ class Experts(nn.Module):
         xe = dispatch(x, slot, slot_assign).reshape(E, C, D)                   # [E, C, D]
         g = xe @ m.gate_proj.weight.swapaxes(-1, -2)                            # [E, C, F]
         u = xe @ m.up_proj.weight.swapaxes(-1, -2)                              # [E, C, F]
-        if not self.plain_autograd and not fastmath.on_cpu() and not (training and dropout > 0):
+        if (self.recompute_act and not self.plain_autograd and not fastmath.on_cpu()
+                and not (training and dropout > 0)):
             # GPU: memory-lean (activation recomputed in the backward; exp is cheap there).
             ye = fastmath.swiglu_down(g, u, m.down_proj.weight)                 # [E, C, D]
         else:

@@ -372,6 +372,8 @@ def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
     micro_c, apply_c, step_c = make_train_step(model, optimizer, cfg)
 
     model.train()
+    # Free the previous in-process trial's cached buffers so each run's peak is its own.
+    mx.clear_cache()
     mx.reset_peak_memory()
     train_time = 0.0
     last_eval: dict[str, Any] = {}
