@@ -122,7 +122,7 @@ class MLXSystem:
         return tree_bytes(self.model.parameters()) + tree_bytes(self.optimizer.state)
 
 
-def make_vantage(sh, init_params, batch, *, k, impl, capacity, name, fused=True, plain=False, recompute=True):
+def make_vantage(sh, init_params, batch, *, k, impl, capacity, name, fused=True, plain=False):
     from vantage_core.model import MoETransformer
     from vantage_core.train.optim import make_optimizer
     from vantage_core.train.trainer import make_train_step
@@ -132,7 +132,6 @@ def make_vantage(sh, init_params, batch, *, k, impl, capacity, name, fused=True,
     model.train()
     for layer in model.layers:
         layer.block_sparse_moe.experts.plain_autograd = plain
-        layer.block_sparse_moe.experts.recompute_act = recompute
     opt = make_optimizer(cfg.training)
     micro, apply, step = make_train_step(model, opt, cfg)
     inputs, positions, targets, weights = batch
@@ -378,9 +377,6 @@ def main(argv=None):
                 if "plain" in variants:
                     runs.append(make_vantage(sh, params, batch, k=kk, impl="capacity", capacity=nodrop,
                                              name="vantage plain-autograd", plain=True))
-                if "norecompute" in variants:
-                    runs.append(make_vantage(sh, params, batch, k=kk, impl="capacity", capacity=nodrop,
-                                             name="vantage no-recompute", recompute=False))
                 if "split" in variants:
                     runs.append(make_vantage(sh, params, batch, k=kk, impl="capacity", capacity=nodrop,
                                              name="vantage split", fused=False))

@@ -632,11 +632,16 @@ def build_report(study: optuna.Study, *, storage_url: str | None = None) -> Repo
 
 def _atomic_write(path: Path, data: str | bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as e:  # disk full, quota, permissions: the previous file stays as it was
+        tmp.unlink(missing_ok=True)
+        from vantage_core.errors import VantageError
+        raise VantageError(f"{path}: cannot write the report ({e.strerror or e})") from None
 
 
 def _md_table(df: pd.DataFrame) -> str:

@@ -65,7 +65,9 @@ def run_one(study: optuna.Study, storage_url: str, *, trial_timeout: float | Non
     trial = study.ask()
     mark_owner(trial)  # the parent owns it until the child takes over
     n = trial.number
-    cmd = [sys.executable, "-m", "runners.trial_worker", "--storage", storage_url,
+    # The storage URL (it may hold a password) goes through the environment: a command line is
+    # readable by every user of the machine (`ps`), a process's environment only by its owner.
+    cmd = [sys.executable, "-m", "runners.trial_worker",
            "--study-name", study.study_name, "--trial-number", str(n)]
     if seed is not None:
         cmd += ["--seed", str(seed + n)]   # every child's sampler sees a different stream
@@ -74,7 +76,7 @@ def run_one(study: optuna.Study, storage_url: str, *, trial_timeout: float | Non
     if verbose:
         cmd.append("-v")
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd, env=dict(os.environ, VANTAGE_TRIAL_STORAGE=storage_url))
     rc, rss = _wait(proc, trial_timeout)
     reason = None
     if rc is None:

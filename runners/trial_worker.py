@@ -1,6 +1,6 @@
 """Child process of the subprocess runner: runs ONE trial of a study.
 
-    python -m runners.trial_worker --storage URL --study-name S --trial-number N
+    VANTAGE_TRIAL_STORAGE=URL python -m runners.trial_worker --study-name S --trial-number N
 
 The parent asked the trial (`study.ask()`, so it is RUNNING under trial number N); this
 process builds the objective from the study's stored settings, runs it, and tells the
@@ -11,19 +11,23 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import resource
 import sys
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m runners.trial_worker")
-    p.add_argument("--storage", required=True)
+    p.add_argument("--storage", default=os.environ.get("VANTAGE_TRIAL_STORAGE"),
+                   help="storage URL (default: $VANTAGE_TRIAL_STORAGE, set by the subprocess runner)")
     p.add_argument("--study-name", required=True)
     p.add_argument("--trial-number", type=int, required=True)
     p.add_argument("--seed", type=int, default=None, help="sampler seed (the parent passes seed + trial number)")
     p.add_argument("--out", default=None)
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
+    if not args.storage:
+        p.error("--storage (or VANTAGE_TRIAL_STORAGE) is required")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     import optuna

@@ -163,8 +163,18 @@ def open_storage(url: str, *, heartbeat_interval: int | None = 60, grace_period:
     if scheme.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": 60}}
     cls = optuna.storages.RDBStorage if scheme.startswith("sqlite") else ResilientRDBStorage
+    # A connection dropped while the tables are checked is retried briefly (a server that is
+    # simply unreachable still fails within about a second).
+    attempts = 1 if scheme.startswith("sqlite") else 3
     try:
-        return cls(url, engine_kwargs=engine_kwargs, **kwargs)
+        for attempt in range(attempts):
+            try:
+                return cls(url, engine_kwargs=engine_kwargs, **kwargs)
+            except Exception as e:
+                if attempt == attempts - 1 or not _is_connection_error(e):
+                    raise
+                import time
+                time.sleep(0.3 * (attempt + 1))
     except ImportError as e:
         raise StorageError(f"storage '{redact(url)}': database driver missing ({e}); "
                            "pip install psycopg2-binary or pymysql") from None

@@ -110,8 +110,8 @@ def test_fastmath_matches_mlx():
 
 
 def test_gpu_form_matches_reference(monkeypatch):
-    # The GPU branch (fused SwiGLU + down projection with recomputation, fused CE) computes
-    # the same function and gradients; exercised here on the CPU.
+    # The GPU branch (mx.sigmoid in the SwiGLU VJP, MLX's fused CE) computes the same function
+    # and gradients; exercised here on the CPU.
     k = 2
     ex, x, inds, scores = _setup(k, seed=5)
     w = mx.random.normal((N, D))

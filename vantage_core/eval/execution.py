@@ -107,6 +107,11 @@ def run_sql(db_path: str | Path, sql: str, *, timeout_s: float = 2.0, max_rows: 
     try:
         cur = con.cursor()
         cur.execute(("EXPLAIN " if explain_only else "") + sql)
+        if cur.description is None:
+            # Not a query (e.g. a REINDEX with nothing to do: no authorizer callback fires).
+            res.error = "not a query (the statement returns no result columns)"
+            res.elapsed_s = time.monotonic() - t0
+            return res
         res.columns = [d[0] for d in (cur.description or [])]
         rows: list[tuple] = []
         while True:

@@ -7,6 +7,22 @@ import mlx.core as mx
 from ..model.attention import KVCache
 
 NEG = -1e9
+# Prompt tokens per prefill call. MLX's CUDA backend fails to launch attention over a
+# [128, 1, 640, 640] padding mask (cudaGraphAddKernelNode: invalid argument, seen on an H100
+# with MLX 0.32.4) while 32 x 640 runs, so long prompts are decoded in smaller batches.
+MAX_PREFILL_TOKENS = 16384
+
+
+def _rows_for(prompts: list[list[int]], order: list[int], start: int, batch_size: int) -> list[int]:
+    """The next batch of prompt indices: at most `batch_size`, and at most
+    MAX_PREFILL_TOKENS padded prompt tokens (prompts are sorted by length)."""
+    rows = []
+    for i in order[start: start + batch_size]:
+        L = len(prompts[i])   # sorted ascending: the newest row is the longest
+        if rows and (len(rows) + 1) * L > MAX_PREFILL_TOKENS:
+            break
+        rows.append(i)
+    return rows
 
 
 def _prefill_mask(valid: mx.array) -> mx.array:
@@ -30,8 +46,10 @@ def generate_greedy(model, prompts: list[list[int]], *, pad_id: int, end_id: int
     model.eval()
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[list[int]] = [[] for _ in prompts]
-    for s in range(0, len(order), batch_size):
-        idx = order[s: s + batch_size]
+    s = 0
+    while s < len(order):
+        idx = _rows_for(prompts, order, s, batch_size)
+        s += len(idx)
         toks, valid = _left_pad([prompts[i] for i in idx], pad_id)
         B = toks.shape[0]
         cache = [KVCache() for _ in model.layers]
@@ -119,8 +137,10 @@ def generate_beam_batched(model, prompts: list[list[int]], *, pad_id: int, end_i
     K = num_beams
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[list[tuple[list[int], float]]] = [[] for _ in prompts]
-    for s in range(0, len(order), batch_size):
-        idx = order[s: s + batch_size]
+    s = 0
+    while s < len(order):
+        idx = _rows_for(prompts, order, s, batch_size)
+        s += len(idx)
         toks, valid = _left_pad([prompts[i] for i in idx], pad_id)
         B, L = toks.shape
         cache = [KVCache() for _ in model.layers]

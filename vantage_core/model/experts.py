@@ -32,8 +32,6 @@ class Experts(nn.Module):
     # True: the capacity path's dispatch/combine/SiLU through MLX's own autograd (scatter-add
     # gradients, exact sigmoid) instead of the hand-written VJPs; kept for measurement.
     plain_autograd = False
-    # GPU: recompute the SwiGLU activation in the backward (fastmath.swiglu_down).
-    recompute_act = True
 
     def __init__(self, hidden: int, intermediate: int, num_experts: int):
         super().__init__()
@@ -58,15 +56,10 @@ class Experts(nn.Module):
         xe = dispatch(x, slot, slot_assign).reshape(E, C, D)                   # [E, C, D]
         g = xe @ m.gate_proj.weight.swapaxes(-1, -2)                            # [E, C, F]
         u = xe @ m.up_proj.weight.swapaxes(-1, -2)                              # [E, C, F]
-        if (self.recompute_act and not self.plain_autograd and not fastmath.on_cpu()
-                and not (training and dropout > 0)):
-            # GPU: memory-lean (activation recomputed in the backward; exp is cheap there).
-            ye = fastmath.swiglu_down(g, u, m.down_proj.weight)                 # [E, C, D]
-        else:
-            h = act(g, u)
-            if training and dropout > 0:
-                h = h * rng.bernoulli(1.0 - dropout, h.shape).astype(h.dtype) / (1.0 - dropout)
-            ye = h @ m.down_proj.weight.swapaxes(-1, -2)                        # [E, C, D]
+        h = act(g, u)
+        if training and dropout > 0:
+            h = h * rng.bernoulli(1.0 - dropout, h.shape).astype(h.dtype) / (1.0 - dropout)
+        ye = h @ m.down_proj.weight.swapaxes(-1, -2)                            # [E, C, D]
         y = combine(ye.reshape(E * C, D), scores.T.astype(ye.dtype), slot, slot_assign)  # [N, D]
         dropped = 1.0 - keep.astype(mx.float32).mean()
         return y, dropped

@@ -9,9 +9,6 @@ softmax/cross-entropy and SiLU volume, not the matmuls, bound a small model's st
   that ``mx.compile`` fuses into one vectorised loop. Elsewhere ``mx.exp``.
 * ``swiglu(g, u) = silu(g) * u`` with a VJP that reuses the forward's sigmoid (no second
   exp pass in the backward).
-* ``swiglu_down(g, u, w_down)``: SwiGLU then the down projection, the activation recomputed
-  in the backward (GPU: saves two [E, C, F] activations per layer, about 5.8 GB of the
-  Mixtral-shaped step at capacity 1.95).
 * ``cross_entropy(logits, targets)``: per-row loss in float32; the softmax of the forward is
   kept for the backward (one exp pass in all, instead of logsumexp + softmax). On the GPU it
   is MLX's fused ``mx.fast.cross_entropy`` (float32 accumulation, no float32 logits copy).
@@ -76,30 +73,6 @@ def _swiglu_vjp(primals, cotangents, outputs):
 def swiglu(g: mx.array, u: mx.array) -> mx.array:
     """silu(g) * u (SiLU gate, mlx-lm's SwiGLU)."""
     return _swiglu(g, u)[0]
-
-
-@mx.custom_function
-def _swiglu_down(g, u, wd):
-    # (silu(g) * u) @ wd^T over experts: g, u [E, C, F], wd [E, D, F] -> [E, C, D]
-    return (g * sigmoid(g) * u) @ wd.swapaxes(-1, -2)
-
-
-@_swiglu_down.vjp
-def _swiglu_down_vjp(primals, cotangent, output):
-    # Recomputes the activation instead of keeping sigmoid(g) and h = silu(g) * u alive from
-    # the forward pass: two [E, C, F] buffers per layer less at the peak.
-    g, u, wd = primals
-    s = sigmoid(g)
-    gs = g * s
-    h = gs * u
-    dh = cotangent @ wd                                                         # [E, C, F]
-    dwd = cotangent.swapaxes(-1, -2) @ h                                        # [E, D, F]
-    return dh * u * (s + gs * (1 - s)), dh * gs, dwd
-
-
-def swiglu_down(g: mx.array, u: mx.array, wd: mx.array) -> mx.array:
-    """``(silu(g) * u) @ wd.swapaxes(-1, -2)``, the activation recomputed in the backward."""
-    return _swiglu_down(g, u, wd)
 
 
 @mx.custom_function

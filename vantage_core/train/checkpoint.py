@@ -36,24 +36,33 @@ def save_checkpoint(path: str | Path, *, model, config: Config, tokenizer=None, 
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    weights = dict(tree_flatten(model.parameters()))
-    mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "mlx"})
-    if optimizer is not None:
-        opt = {k: v for k, v in tree_flatten(optimizer.state) if isinstance(v, mx.array)}
-        mx.save_safetensors(str(tmp / "optimizer.safetensors"), opt)
-    (tmp / "trainer_state.json").write_text(json.dumps(state or {}, indent=1))
-    (tmp / "config.yaml").write_text(config.to_yaml())
-    if tokenizer is not None:
-        tokenizer.save(tmp / "tokenizer.json")
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    _fsync_dir(tmp)
+    try:
+        tmp.mkdir(parents=True)
+        weights = dict(tree_flatten(model.parameters()))
+        mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "mlx"})
+        if optimizer is not None:
+            opt = {k: v for k, v in tree_flatten(optimizer.state) if isinstance(v, mx.array)}
+            mx.save_safetensors(str(tmp / "optimizer.safetensors"), opt)
+        (tmp / "trainer_state.json").write_text(json.dumps(state or {}, indent=1))
+        (tmp / "config.yaml").write_text(config.to_yaml())
+        if tokenizer is not None:
+            tokenizer.save(tmp / "tokenizer.json")
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+    except (OSError, RuntimeError) as e:  # disk full, quota, I/O error (MLX raises RuntimeError)
+        shutil.rmtree(tmp, ignore_errors=True)
+        detail = e.strerror if isinstance(e, OSError) and e.strerror else " ".join(str(e).split())
+        raise CheckpointError(f"{path}: cannot write checkpoint ({detail}; is the disk full?)") from None
     old = path.parent / f".{path.name}.old-{os.getpid()}"
-    if path.exists():
-        path.rename(old)
-    tmp.rename(path)
+    try:
+        if path.exists():
+            path.rename(old)
+        tmp.rename(path)
+    except OSError as e:  # the previous copy stays under its final or .old name (find_checkpoint)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"{path}: cannot move the checkpoint into place ({e.strerror or e})") from None
     _fsync_dir(path.parent)
     if old.exists():
         shutil.rmtree(old)

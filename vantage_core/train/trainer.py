@@ -25,7 +25,7 @@ from mlx.utils import tree_flatten, tree_map  # noqa: E402
 
 from ..config import Config  # noqa: E402
 from ..data.prepare import PreparedData  # noqa: E402
-from ..errors import TrainingDiverged  # noqa: E402
+from ..errors import ConfigError, TrainingDiverged  # noqa: E402
 from ..model import MoETransformer  # noqa: E402
 from ..model.fastmath import cross_entropy  # noqa: E402
 from . import metrics as M  # noqa: E402
@@ -65,6 +65,11 @@ def build_model(cfg: Config) -> MoETransformer:
     `gradient_checkpointing` recomputes whole decoder layers in the backward pass;
     `activation_checkpointing` (alone) recomputes only each layer's MoE feed-forward."""
     t = cfg.training
+    if cfg.model.moe_impl == "gather" and t.mixed_precision != "fp32" and \
+            mx.default_device().type == mx.DeviceType.cpu:
+        # MLX's CPU gather_mm computes in float32 only (it fails mid-step otherwise).
+        raise ConfigError(f"model.moe_impl 'gather' runs only in fp32 on the CPU, not training.mixed_precision "
+                          f"{t.mixed_precision}; use moe_impl: capacity or mixed_precision: fp32")
     model = MoETransformer(cfg.model, checkpoint_layers=t.gradient_checkpointing,
                            checkpoint_moe=t.activation_checkpointing)
     mx.eval(model.parameters())
