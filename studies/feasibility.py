@@ -54,6 +54,11 @@ def check_trial(trial: optuna.Trial, cfg, max_memory: int | None = None) -> dict
         return None
     trial.set_user_attr("predicted_peak_memory_bytes", int(pred["peak"]))
     try:
+        from vantage_core.model.memory import predict_time
+        trial.set_user_attr("predicted_time_s", round(float(predict_time(cfg)["total_s"]), 1))
+    except Exception as e:  # informative only: never blocks a trial
+        log.debug("trial %d: time prediction failed (%s)", trial.number, e)
+    try:
         check_fits(cfg, limit_bytes=max_memory)
     except MemoryBudgetError as e:
         reason = str(e)

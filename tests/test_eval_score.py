@@ -176,4 +176,4 @@ def test_cli_bad_input_is_one_line_exit_2(case, spider, tmp_path, capsys):
     assert rc == 2
     assert err.startswith("error: ") and err.count("\n") == 1, err
     if case == "generate mode":
-        assert "generation mode requires a checkpoint" in err
+        assert "not a Vantage checkpoint" in err

@@ -124,7 +124,7 @@ def test_unknown_space():
 
 
 def test_invalid_ranges_file_fails_before_any_trial(tmp_path):
-    from tests.conftest import run_cli_subprocess
+    from conftest import run_cli_subprocess
     bad = tmp_path / "ranges.yaml"
     bad.write_text("learning_rate: {low: 0.01, high: 0.001}\n")
     r = run_cli_subprocess(["studies", "lr", "--model", "tiny", "--ranges", str(bad)], cwd=tmp_path, timeout=120)

@@ -61,7 +61,7 @@ class Experts(nn.Module):
             h = h * rng.bernoulli(1.0 - dropout, h.shape).astype(h.dtype) / (1.0 - dropout)
         ye = h @ m.down_proj.weight.swapaxes(-1, -2)                            # [E, C, D]
         y = combine(ye.reshape(E * C, D), scores.T.astype(ye.dtype), slot, slot_assign)  # [N, D]
-        dropped = 1.0 - keep.astype(mx.float32).mean()
+        dropped = (~keep).astype(mx.float32).mean()   # exact 0 when nothing drops
         return y, dropped
 
 

@@ -194,3 +194,44 @@ def check_fits(cfg: Config, *, limit_bytes: Optional[int] = None,
     raise MemoryBudgetError(
         f"predicted peak memory {_gib(pred['peak'])} > available {_gib(limit)} "
         f"(batch {t.batch_size} x {t.max_seq_length} tokens, {t.mixed_precision}; {detail}); {hint}")
+
+
+_FLOPS_CACHE: dict[str, float] = {}
+
+
+def device_flops(*, n: int = 512, repeats: int = 8) -> float:
+    """Measured float32 matmul FLOP/s of the default MLX device (once per process, ~0.1 s)."""
+    import time
+
+    from ..blas import load_openblas
+    load_openblas()
+    import mlx.core as mx
+
+    key = str(mx.default_device())
+    if key not in _FLOPS_CACHE:
+        a = mx.random.normal((n, n))
+        mx.eval(a @ a)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            mx.eval(a @ a)
+        _FLOPS_CACHE[key] = 2 * n ** 3 * repeats / max(time.perf_counter() - t0, 1e-9)
+    return _FLOPS_CACHE[key]
+
+
+def predict_time(cfg: Config, *, flops: Optional[float] = None, efficiency: float = 0.25) -> dict[str, Any]:
+    """Predicted training time (an upper bound: every sequence at max_seq_length).
+
+    FLOPs per token: 6 x active parameters (forward + backward) plus attention scores
+    (12 x layers x seq x hidden); the device rate is measured, and `efficiency` is the share
+    of it a real training step reaches (small MoE layers and routing do not run at matmul
+    speed)."""
+    m, t = cfg.model, cfg.training
+    # The input embedding is a lookup, not a matmul.
+    active = count_parameters(m)["active"] - m.vocab_size * m.hidden_size
+    seq = t.max_seq_length
+    tokens_per_step = t.batch_size * t.gradient_accumulation_steps * seq
+    per_token = 6 * active + 12 * m.num_layers * seq * m.hidden_size
+    rate = (flops or device_flops()) * efficiency
+    step_s = per_token * tokens_per_step / rate
+    return {"flops_per_step": per_token * tokens_per_step, "step_s": step_s,
+            "total_s": step_s * t.num_train_steps, "device_flops": rate / efficiency}
