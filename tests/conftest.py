@@ -5,6 +5,12 @@ from pathlib import Path
 
 import pytest
 
+# Before any test module imports mlx (pytest imports them all at collection): MLX binds its
+# BLAS when first loaded, and the system OpenBLAS is ~30x the bundled reference BLAS.
+from vantage_core.blas import load_openblas
+
+load_openblas()
+
 ROOT = Path(__file__).resolve().parents[1]
 SPIDER = ROOT.parent / "shared" / "data" / "spider"
 

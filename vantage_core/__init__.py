@@ -2,6 +2,10 @@
 
 Knows nothing of Optuna; studies/ and runners/ build on `train(config, data, callbacks)`.
 """
+from .blas import load_openblas
+
+load_openblas()  # before anything imports mlx (Linux CPU); a no-op elsewhere
+
 from .config import Config, DataConfig, EvalConfig, ModelConfig, TrainingConfig, load_config
 from .errors import ConfigError, DataError, VantageError
 
