@@ -68,6 +68,15 @@ def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080) -> int:
                     "studies (optuna-dashboard has no login)", host)
     print(f"optuna-dashboard for {redact(storage_url)}", flush=True)
     print(f"dashboard: {url}  (Ctrl-C stops it)", flush=True)
+    # Stop cleanly on Ctrl-C and on SIGTERM, also when started from a background job or a
+    # non-interactive shell that set SIGINT to "ignore" for its children.
+    import signal
+
+    def _stop(signum, frame):
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -165,22 +165,20 @@ def prepare_data(cfg: Config, *, source: str | None = None, tokenizer: SQLTokeni
                         f"{cfg.model.vocab_size}")
     L = cfg.training.max_seq_length
     skipped = {"too_long": 0}
-    train, kept_train = [], []
-    for e in train_ex:
-        enc = encode_example(tokenizer, schema_text[e.db_id], e.question, _norm_sql(e.query), L, e.evidence)
-        if enc is None:
-            skipped["too_long"] += 1
-            continue
-        train.append(Encoded(*enc))
-        kept_train.append(e)
-    valid_enc, kept_valid = [], []
-    for e in valid:
-        enc = encode_example(tokenizer, schema_text[e.db_id], e.question, _norm_sql(e.query), L, e.evidence)
-        if enc is None:
-            skipped["too_long"] += 1
-            continue
-        valid_enc.append(Encoded(*enc))
-        kept_valid.append(e)
+
+    def encode_all(examples):
+        encoded, kept = [], []
+        for e in examples:
+            enc = encode_example(tokenizer, schema_text[e.db_id], e.question, _norm_sql(e.query), L, e.evidence)
+            if enc is None:
+                skipped["too_long"] += 1
+                continue
+            encoded.append(Encoded(*enc))
+            kept.append(e)
+        return encoded, kept
+
+    train, kept_train = encode_all(train_ex)
+    valid_enc, kept_valid = encode_all(valid)
     if not train:
         raise DataError(f"data source '{source}': every example is longer than "
                         f"training.max_seq_length={L}")
