@@ -1,5 +1,5 @@
 """GPU smoke test of the Spider config: where does time go, and does every piece run?"""
-import time, traceback, sys
+import time, traceback
 import mlx.core as mx
 from vantage_core.config import load_config
 from vantage_core.data.prepare import prepare_data

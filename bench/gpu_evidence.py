@@ -1,6 +1,6 @@
 """Where does the Spider model fail? Train on the GPU, then compare exact match on training
 questions (seen schemas) with validation (unseen schemas) and print sample predictions."""
-import json, os, sys, time
+import os, sys, time
 from vantage_core.config import load_config
 from vantage_core.data.prepare import prepare_data
 from vantage_core.eval.evaluate import generate_sql

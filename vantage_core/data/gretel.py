@@ -22,22 +22,14 @@ from typing import Any, Iterable, Iterator
 from ..errors import DataError
 from .example import Example
 from .readers import LayoutSplits, read_json_records, read_jsonl_records
-from .schema import Column, ForeignKey, Schema, Table
+from .schema import Schema
 
 FIELDS = ("id", "domain", "sql_complexity", "sql_task_type", "sql_prompt", "sql_context", "sql")
 EXTRA = ("domain", "domain_description", "sql_complexity", "sql_task_type", "sql_context", "sql_explanation")
 
 
 def schema_from_connection(con: sqlite3.Connection, db_id: str) -> Schema:
-    names = [r[0] for r in con.execute(
-        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY rowid")]
-    tables, fks = [], []
-    for n in names:
-        info = con.execute(f'PRAGMA table_info("{n}")').fetchall()
-        tables.append(Table(n, [Column(r[1], (r[2] or "text").lower(), bool(r[5])) for r in info]))
-        for r in con.execute(f'PRAGMA foreign_key_list("{n}")'):
-            fks.append(ForeignKey(n, r[3], r[2], r[4] or ""))
-    return Schema(db_id, tables, fks)
+    return Schema.from_connection(con, db_id)
 
 
 def build_context(context: str) -> sqlite3.Connection:

@@ -17,7 +17,7 @@ from ..errors import DataError
 from .example import Example
 from .schema import Schema, sample_values, serialize_schema
 from .spider import DatasetSplits, load_spider
-from .tokenizer import SQLTokenizer, build_prompt, encode_example
+from .tokenizer import SQLTokenizer, encode_example
 
 log = logging.getLogger(__name__)
 

@@ -90,24 +90,29 @@ class Schema:
         return cls(entry["db_id"], tables, fks)
 
     @classmethod
+    def from_connection(cls, con: sqlite3.Connection, db_id: str) -> "Schema":
+        """The schema of an open SQLite connection (tables, columns, keys)."""
+        names = [r[0] for r in con.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY rowid")]
+        tables, fks = [], []
+        for n in names:
+            info = con.execute(f'PRAGMA table_info("{n}")').fetchall()
+            tables.append(Table(n, [Column(r[1], (r[2] or "text").lower(), bool(r[5])) for r in info]))
+            for r in con.execute(f'PRAGMA foreign_key_list("{n}")'):
+                # (id, seq, table, from, to, ...); `to` may be NULL meaning the PK
+                fks.append(ForeignKey(n, r[3], r[2], r[4] or ""))
+        return cls(db_id, tables, fks)
+
+    @classmethod
     def from_sqlite(cls, path: str | Path, db_id: str | None = None) -> "Schema":
         path = Path(path)
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            names = [r[0] for r in con.execute(
-                "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY rowid")]
-            tables, fks = [], []
-            for n in names:
-                info = con.execute(f'PRAGMA table_info("{n}")').fetchall()
-                tables.append(Table(n, [Column(r[1], (r[2] or "text").lower(), bool(r[5])) for r in info]))
-                for r in con.execute(f'PRAGMA foreign_key_list("{n}")'):
-                    # (id, seq, table, from, to, ...); `to` may be NULL meaning the PK
-                    fks.append(ForeignKey(n, r[3], r[2], r[4] or ""))
+            return cls.from_connection(con, db_id or path.stem)
         except sqlite3.DatabaseError as e:
             raise DataError(f"{path}: not a readable SQLite database ({e})") from None
         finally:
             con.close()
-        return cls(db_id or path.stem, tables, fks)
 
     # --- uses ------------------------------------------------------------------------------
     def create_statements(self) -> list[str]:

@@ -12,7 +12,6 @@ from ..blas import load_openblas
 
 load_openblas()
 
-from ..config import Config  # noqa: E402
 from ..data.tokenizer import SQLTokenizer  # noqa: E402
 from ..errors import CheckpointError, DataError  # noqa: E402
 

@@ -8,7 +8,6 @@ import random
 import shutil
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -20,7 +19,6 @@ load_openblas()
 
 import mlx.core as mx  # noqa: E402
 import mlx.nn as nn  # noqa: E402
-import mlx.optimizers as optim  # noqa: E402
 from mlx.utils import tree_flatten, tree_map  # noqa: E402
 
 from ..config import Config  # noqa: E402
