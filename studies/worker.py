@@ -25,7 +25,7 @@ from vantage_core.errors import VantageError
 from .objective import TrialSpec
 from .storage import open_storage, redact
 from .study import (fingerprint_diff, fingerprint_parts, load_existing, load_settings, make_pruner,
-                    make_sampler, reap_dead_trials)
+                    make_sampler)
 
 log = logging.getLogger("vantage.sweep")
 
@@ -84,21 +84,9 @@ def join_study(storage_url: str, study_name: str, *, seed: int | None = None, pa
 
 def optimize(joined: Joined, *, n_trials: int | None, timeout: float | None) -> int:
     """Run trials of the study in this process; returns how many this call ran."""
-    from .objective import TrialFailed, make_objective
+    from runners.inprocess import run_inprocess
 
-    study, spec = joined.study, joined.spec
-    reap_dead_trials(study)
-    before = os.getpid()
-    count = {"n": 0}
-
-    def after(st, ft):
-        count["n"] += 1
-        reap_dead_trials(st)
-
-    study.optimize(make_objective(spec), n_trials=n_trials, timeout=timeout, catch=(TrialFailed,),
-                   callbacks=[after], show_progress_bar=False, gc_after_trial=True)
-    assert before == os.getpid()
-    return count["n"]
+    return run_inprocess(joined.study, joined.spec, n_trials=n_trials, timeout=timeout)
 
 
 def run_worker(storage_url: str, study_name: str, *, n_trials: int | None = None, timeout: float | None = None,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from test_hardening_common import pg_db  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -31,19 +32,9 @@ def popen(tmp, *args, env=None):
 
 
 @pytest.fixture
-def pg_url():
-    psycopg = pytest.importorskip("psycopg")
-    name = f"vt_{uuid.uuid4().hex[:12]}"
-    try:
-        conn = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True)
-    except Exception as e:
-        pytest.skip(f"PostgreSQL not reachable: {e}")
-    conn.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"{PG}/{name}"
-    finally:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.close()
+def pg_url(pg_db):
+    """A fresh PostgreSQL database (the shared fixture in test_hardening_common), as a URL."""
+    return pg_db[0]
 
 
 @pytest.fixture
