@@ -294,10 +294,13 @@ def parse_args(argv=None):
                    help="no-drop capacity factor for the headline; 0 = smallest multiple of 0.05 above the "
                         "batch's largest expert load plus --margin")
     p.add_argument("--margin", type=float, default=0.1)
+    p.add_argument("--impl", default="capacity", choices=["capacity", "sorted"],
+                   help="the headline Vantage row's MoE path: capacity (dense [E, C, D] buffers at the no-drop "
+                        "factor, whole step compiled) or sorted (exact per-expert sizes, never drops)")
     p.add_argument("--variants", default="nodrop,cap1.25,gather,top1,plain,split,eager",
                    help="extra rows: cap1.25, gather, top1 (Vantage and mlx-lm at k=1), plain (capacity "
                         "path through MLX autograd, no hand-written VJPs), split (the micro+apply form), "
-                        "eager (mlx-lm uncompiled)")
+                        "eager (mlx-lm uncompiled), sorted / capacity (the other MoE path than --impl)")
     p.add_argument("--systems", default=None, help="comma list among vantage,mlx-lm,torch (default: "
                    "torch only on the GPU)")
     p.add_argument("--check-only", action="store_true")
@@ -363,7 +366,8 @@ def main(argv=None):
         del probe
         tag = "" if kk == k else f" top{kk}"
         if "vantage" in systems:
-            v = make_vantage(sh, params, batch, k=kk, impl="capacity", capacity=nodrop, name=f"vantage{tag}")
+            v = make_vantage(sh, params, batch, k=kk, impl=a.impl,
+                             capacity=nodrop if a.impl == "capacity" else 0.0, name=f"vantage{tag}")
             v.headline = kk == k
             runs.append(v)
             if kk == k:
@@ -374,6 +378,12 @@ def main(argv=None):
                 if "gather" in variants:
                     runs.append(make_vantage(sh, params, batch, k=kk, impl="gather", capacity=0.0,
                                              name="vantage gather"))
+                if "sorted" in variants and a.impl != "sorted":
+                    runs.append(make_vantage(sh, params, batch, k=kk, impl="sorted", capacity=0.0,
+                                             name="vantage sorted"))
+                if "capacity" in variants and a.impl != "capacity":
+                    runs.append(make_vantage(sh, params, batch, k=kk, impl="capacity", capacity=nodrop,
+                                             name="vantage capacity"))
                 if "plain" in variants:
                     runs.append(make_vantage(sh, params, batch, k=kk, impl="capacity", capacity=nodrop,
                                              name="vantage plain-autograd", plain=True))
@@ -391,7 +401,7 @@ def main(argv=None):
             c = check_same_function(v, m, inputs, targets, sh["dtype"])
             c["k"] = kk
             checks.append(c)
-            say(f"# check top-{kk} vantage(capacity {nodrop:g}) vs mlx-lm, same weights: logits rel-L2 "
+            say(f"# check top-{kk} vantage({v.label}) vs mlx-lm, same weights: logits rel-L2 "
                 f"{c['rel']:.2e} (max abs {c['max_abs']:.2e}), CE {c['ce_vantage']:.6f} vs {c['ce_mlx_lm']:.6f}, "
                 f"dropped {c['dropped']:.4f}, tolerance {c['tol']:g}: {'OK' if c['ok'] else 'FAILED'}")
         del params

@@ -120,6 +120,32 @@ def test_quick_test_run_is_refused_by_the_memory_prediction(tmp_path, capsys, mo
     assert not (tmp_path / "debug").exists()
 
 
+def test_quick_test_run_passes_the_weights_check_on_an_80gb_card(tmp_path, capsys, monkeypatch):
+    """On an H100 the weights + AdamW (34 GiB) fit, so the run goes on to load its data (the
+    full check waits for the data's real longest sequence); here the data folder is missing."""
+    monkeypatch.setenv("VANTAGE_DEVICE_MEMORY", "80GiB")
+    rc = train_main(["--config", str(ROOT / "configs/small_model.yaml"), "--data_dir", str(tmp_path / "nope"),
+                     "--output_dir", str(tmp_path / "debug"), "--debug", "--num_train_steps", "1000"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no such folder" in err and "predicted peak memory" not in err
+
+
+def test_memory_check_uses_the_longest_padded_batch(monkeypatch):
+    from vantage_core.model.memory import predict_memory
+    from vantage_core.train.trainer import padded_length
+    d = tiny_data()
+    cfg = tiny_cfg(model={"max_position_embeddings": 2048}, training={"batch_size": 64, "max_seq_length": 2048})
+    L = padded_length(d, 2048)
+    assert L % 32 == 0 and max(len(s.ids) for s in d.train) - 1 <= L < 2048
+    at_data = predict_memory(cfg, seq_length=L)["peak"]
+    at_max = predict_memory(cfg)["peak"]
+    assert at_data < at_max / 2
+    # A device between the two: refused at max_seq_length, but the real batches fit.
+    monkeypatch.setenv("VANTAGE_DEVICE_MEMORY", str((at_data + at_max) // 2))
+    r = train(cfg.replace(training={"num_train_steps": 1, "eval_steps": 100}), d, [])
+    assert r.status == "completed"
+
+
 def test_train_refuses_a_config_that_cannot_fit(monkeypatch):
     from vantage_core.errors import MemoryBudgetError
     monkeypatch.setenv("VANTAGE_DEVICE_MEMORY", str(50 * 2**20))   # 50 MiB

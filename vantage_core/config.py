@@ -47,7 +47,7 @@ class ModelConfig:
     tie_word_embeddings: bool = False
     # "capacity": dense [experts, capacity, hidden] dispatch with batched matmuls (fast
     # path); "gather": mlx-lm SwitchGLU gather_mm, never drops (reference path).
-    moe_impl: Literal["capacity", "gather"] = "capacity"
+    moe_impl: Literal["capacity", "gather", "sorted"] = "capacity"
     init_from: Optional[str] = None
 
 

@@ -124,9 +124,9 @@ def _main(argv) -> int:
     if args.dry_run:
         print(describe_memory(cfg))
         return 0
-    from ..model.memory import check_fits
-    if args.memory_check:
-        check_fits(cfg)   # refuse now, before loading data, not mid-run
+    from ..model.memory import check_fits, states_fit
+    if args.memory_check and not states_fit(cfg):
+        check_fits(cfg)   # weights + AdamW alone exceed the device: refuse now, before loading data
     check_data_dir(cfg.data.source)
 
     from ..data.prepare import prepare_data
@@ -159,8 +159,9 @@ def _main(argv) -> int:
                                dir=out))
     if args.progress:
         cbs.append(C.ProgressBar(cfg.training.num_train_steps, start_step=start_step))
+    # The full check, at the data's longest padded batch (not max_seq_length), before any step.
     result = train(cfg, data, cbs, output_dir=out, resume_from=args.resume_from_checkpoint,
-                   check_memory=False)
+                   check_memory=args.memory_check)
     if result.status != "completed":
         print(f"error: {result.error}", file=sys.stderr)
         return 2

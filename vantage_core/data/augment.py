@@ -17,6 +17,16 @@ Three strategies, each producing a *new* Example next to the original (the origi
   and renamed too (``ALTER TABLE ... RENAME``) and the renamed SQL must return the original's
   rows on it.
 
+  Two styles (``data.schema_rename_style``): ``synonyms`` (``singer`` -> ``vocalist``,
+  ``tbl_singer``; the old name often survives inside the new one) and ``novel``: unrelated
+  snake_case identifiers from an embedded word pool (``harbor``, ``blue_ledger``,
+  ``cedar_count``; key columns keep an ``_id`` suffix) that never contain the old name nor
+  reuse any word of the database's own names, so a model can only get them right by copying
+  them from the schema in the prompt. ``data.schema_rename_table_fraction`` /
+  ``schema_rename_column_fraction`` set the share of names renamed in a variant,
+  ``data.schema_perturbation_copies`` how many renamed copies (each on a different variant,
+  ``data.schema_rename_variants`` variants per database) one selected example gets.
+
 Entry point for the data path: ``augment_examples(examples, schemas, cfg.data, rng)``.
 """
 
@@ -327,6 +337,103 @@ _STYLES_COL = ["{n}_val", "{n}_field", "the_{n}", "{n}_attr", "col_{n}"]
 _RESERVED = {"select", "from", "where", "group", "order", "by", "table", "index", "join", "on", "as",
              "and", "or", "not", "in", "limit", "having", "union", "values", "key", "primary", "desc", "asc",
              "count", "sum", "max", "min", "avg", "distinct", "between", "like", "is", "null", "case"}
+
+# Words for the "novel" style: plausible identifier words unrelated to any schema domain.
+# Checked by tests: none is an SQL keyword or function name, each parses as a plain identifier.
+_NOVEL_NOUNS = """
+acorn almond amber anchor anvil apron arbor arrow aspen atlas autumn badger badge banner barley
+barrel basket bayou beacon beetle biscuit bison blossom bolt boulder bramble breeze bridge brook
+bucket buckle cabin cactus canal candle canvas canyon cargo carrot castle cavern cedar cello chapel
+cherry chisel cinder citadel cliff clover cobalt comet compass condor copper coral cottage cradle
+crane crater creek cricket crown crystal cypress dagger dingo dolphin domino dragon drum dune eagle
+easel ember emblem engine estate fable falcon feather fern ferret ferry fiddle fjord flint forest
+fossil fountain galaxy garden garland garnet gazelle geyser glacier goblet gondola granite gravel
+grove hammock hamlet harbor harvest hazel hearth helmet heron hickory hive hopper horizon iguana
+island ivory jacket jaguar jasmine jetty jewel journal jungle juniper kayak kettle kiln kingdom
+koala ladder lagoon lantern lattice ledger lemon lily lizard llama locket loom lotus lynx magnet
+mallet mango mantle maple marble marlin marsh meadow medal mesa meteor mill mirror mosaic moss
+mountain mule nectar needle nest nomad nutmeg oasis ocean onyx opal orchard osprey otter oyster
+paddle pagoda palace panda panther parcel parrot pasture pavilion peach pebble pelican pennant
+pepper pewter piano pier pilgrim pillar pine pinnacle planet plaza plume pocket pond poplar portal
+prairie prism puffin pumpkin quarry quartz quill quokka rabbit radish raft rampart raven reed reef
+ribbon ridge river robin rocket rudder sable saddle saffron salmon sapphire satchel scarab scroll
+sequoia shell shore sierra skiff slate sparrow spade spindle spire spruce squid stable statue
+steeple stone storm stream summit sundial swallow tablet talon tapir temple thimble thistle thorn
+thunder ticket tiger timber topaz torch toucan tower trail trellis trophy trout trumpet tuba tulip
+tundra tunnel turtle valley velvet vessel village vine viola voucher wagon walnut walrus warden
+weasel wharf whistle willow wizard wren yak yarn zebra zephyr zinnia
+""".split()
+_NOVEL_ADJECTIVES = """
+ancient azure blue bold brave bright brisk calm cheerful clever coastal cosmic crimson crisp curly
+dapper distant dusty eager early fancy fierce fluffy frosty fuzzy gentle giant glossy golden grand
+green happy hardy hazy hidden humble icy jade jolly keen lively lofty loyal lucky lunar magic
+mellow merry misty modest mossy narrow neat nimble noble odd pale plain polar proud quaint quiet
+rapid red royal rosy rugged rustic rusty salty sandy scarlet sharp shiny shy silent sleek smooth
+snowy soft solar sour spicy stony stormy sturdy sunlit sunny sweet swift tall tender tidy tiny
+urban vast vivid warm weary wild windy wise wooden woolly young zesty
+""".split()
+# Second words that make a column-like identifier (harbor_count, blue_ledger_code).
+_NOVEL_COLUMN_TAILS = ["count", "code", "amount", "level", "score", "size", "status", "kind", "label",
+                       "note", "flag", "mark", "tag", "stamp", "qty", "num", "ref", "rate", "weight", "span"]
+# SQLite keywords and built-in function names: never used as a novel name or a word of one.
+_SQL_WORDS = set("""
+abort action add after all alter always analyze and as asc attach autoincrement before begin between
+by cascade case cast check collate column commit conflict constraint create cross current
+current_date current_time current_timestamp database default deferrable deferred delete desc detach
+distinct do drop each else end escape except exclude exclusive exists explain fail filter first
+following for foreign from full generated glob group groups having if ignore immediate in index
+indexed initially inner insert instead intersect into is isnull join key last left like limit match
+materialized natural no not nothing notnull null nulls of offset on or order others outer over
+partition plan pragma preceding primary query raise range recursive references regexp reindex
+release rename replace restrict returning right rollback row rows savepoint select set table temp
+temporary then ties to transaction trigger unbounded union unique update using vacuum values view
+virtual when where window with without
+abs avg changes char coalesce count date datetime format glob group_concat hex ifnull iif instr
+julianday length likelihood likely lower ltrim max min nullif printf quote random randomblob round
+rtrim sign soundex sqlite_version strftime string_agg substr substring sum time total trim typeof
+unicode unixepoch unlikely upper zeroblob
+year month day hour minute second value values top number text integer real blob numeric boolean
+""".split())
+
+
+def _name_tokens(name: str) -> set[str]:
+    """Lower-case words of an identifier (snake_case and camelCase split): ``StuID`` -> {stu, id}."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", name)
+    return {w for w in re.split(r"[\W_]+", spaced.lower()) if w}
+
+
+def _is_key_column(name: str) -> bool:
+    """``singer_id``, ``StuID``, ``CustomerId`` (but not ``id`` itself)."""
+    return name.lower() != "id" and bool(re.search(r"(?:_id|[a-z0-9]Id|[a-z0-9]ID)$", name, re.I if "_" in name else 0))
+
+
+def _novel_name(old: str, kind: str, rng: Random, taken: set[str], forbidden: set[str]) -> str | None:
+    """A new identifier from the word pool for `old` (a table or a column).
+
+    Never contains `old` (case-insensitive), never uses a word of `forbidden` (the words of
+    every original name of the database) nor an SQL word, unique against `taken` (lower
+    case). Key columns (``singer_id``) get ``<novel>_id``. None when 60 draws all collide."""
+    old_l = old.lower()
+    key = kind == "column" and _is_key_column(old)
+    for attempt in range(60):
+        r = rng.random() if attempt < 20 else 0.4 + 0.6 * rng.random()  # later: two-word shapes only
+        if r < 0.4:
+            words = [rng.choice(_NOVEL_NOUNS)]
+        elif r < 0.65:
+            words = [rng.choice(_NOVEL_ADJECTIVES), rng.choice(_NOVEL_NOUNS)]
+        elif r < 0.85 or kind == "table" or key:
+            words = [rng.choice(_NOVEL_NOUNS), rng.choice(_NOVEL_NOUNS)]
+        else:
+            words = [rng.choice(_NOVEL_NOUNS), rng.choice(_NOVEL_COLUMN_TAILS)]
+        if len(set(words)) < len(words) or any(w in forbidden for w in words):
+            continue
+        if key:
+            words.append("id")
+        name = "_".join(words)
+        if name in taken or name in _SQL_WORDS or name in _RESERVED or old_l in name:
+            continue
+        return name
+    return None
 
 
 @dataclass

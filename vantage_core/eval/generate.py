@@ -1,10 +1,27 @@
-"""Batched decoding with a KV cache: greedy and beam search, stopping at the end token."""
+"""Batched decoding with a KV cache: greedy and beam search, stopping at the end token.
+
+Two cache paths give the same tokens:
+
+* static (default): each batch preallocates [B, kv_heads, L_max, head_dim] key/value buffers
+  (`StaticKVCache`, L_max = padded prompt + max_new_tokens rounded up to CACHE_ROUND) and each
+  decode step writes one position in place, with the mask built from the position. Every step
+  of a batch has the same shapes, so the one-token step (model forward + argmax, or + the beam
+  candidates' top-k) is wrapped in `mx.compile` and is traced once per batch shape; on the
+  CUDA backend this also lets MLX reuse its CUDA graph instead of building one per token.
+* growing (`static_cache=False`): the cache grows by concatenation each step (new shapes every
+  token); kept as the reference.
+
+`static_cache` / `compiled` default (None) to VANTAGE_DECODE: `compiled` (default), `static`
+(static cache, no mx.compile) or `growing`.
+"""
 
 from __future__ import annotations
 
+import os
+
 import mlx.core as mx
 
-from ..model.attention import KVCache
+from ..model.attention import KVCache, StaticKVCache
 
 NEG = -1e9
 # Prompt tokens per prefill call. MLX's CUDA backend fails to launch attention over a
@@ -32,6 +49,77 @@ def _prefill_mask(valid: mx.array) -> mx.array:
     causal = mx.tril(mx.ones((L, L), dtype=mx.bool_))
     allowed = (causal[None] & valid[:, None, :]) | mx.eye(L, dtype=mx.bool_)[None]
     return mx.where(allowed, 0.0, NEG)[:, None, :, :]  # [B, 1, L, L]
+
+
+# L_max is rounded up to a multiple of this, so batches of similar prompt lengths share shapes
+# (and compiled graphs); the extra positions are masked and cost little attention work.
+CACHE_ROUND = 64
+_DECODE_MODES = {"compiled": (True, True), "static": (True, False), "growing": (False, False)}
+
+
+def _decode_mode(static_cache, compiled) -> tuple[bool, bool]:
+    env = os.environ.get("VANTAGE_DECODE", "compiled").strip().lower() or "compiled"
+    if env not in _DECODE_MODES:
+        raise ValueError(f"VANTAGE_DECODE={env!r}: choose one of {', '.join(_DECODE_MODES)}")
+    s_env, c_env = _DECODE_MODES[env]
+    static_cache = s_env if static_cache is None else bool(static_cache)
+    compiled = c_env if compiled is None else bool(compiled)
+    return static_cache, static_cache and compiled
+
+
+def _cache_len(prompt_len: int, max_new_tokens: int) -> int:
+    n = prompt_len + max(1, max_new_tokens)
+    return -(-n // CACHE_ROUND) * CACHE_ROUND
+
+
+def _decode_mask(valid_full: mx.array, pos: mx.array) -> mx.array:
+    """Additive mask of a one-token decode step over the static cache: valid_full [B, L_max]
+    (False at left padding), pos the query's position; keys past pos are hidden."""
+    allowed = valid_full & (mx.arange(valid_full.shape[1]) <= pos)[None, :]
+    return mx.where(allowed, 0.0, NEG)[:, None, None, :].astype(mx.float32)   # [B, 1, 1, L_max]
+
+
+def _static_forward(model, tokens, pos, valid_full, keys, values):
+    """One token per row through the model over the static cache: (logits [B, V], keys, values)."""
+    caches = [StaticKVCache.wrap(k, v, pos) for k, v in zip(keys, values)]
+    logits, _ = model(tokens[:, None], mask=_decode_mask(valid_full, pos), cache=caches)
+    return logits[:, -1, :], [c.keys for c in caches], [c.values for c in caches]
+
+
+def _log_softmax(logits: mx.array) -> mx.array:
+    logp = logits.astype(mx.float32)
+    return logp - mx.logsumexp(logp, axis=-1, keepdims=True)
+
+
+def _beam_top(scores: mx.array, logp: mx.array, K: int):
+    """scores [B, K] (running beam scores) + logp [B*K, V] -> the 2K best (beam, token)
+    candidates of each prompt as flat indices into [K*V], and their scores (unsorted)."""
+    B = scores.shape[0]
+    V = logp.shape[-1]
+    tot = scores[:, :, None] + logp.reshape(B, K, V)
+    flat = tot.reshape(B, K * V)
+    k2 = min(2 * K, K * V)
+    top = mx.argpartition(-flat, kth=k2 - 1, axis=-1)[:, :k2]
+    return top, mx.take_along_axis(flat, top, axis=-1)
+
+
+def _greedy_step_fn(model, compiled: bool):
+    def step(tokens, pos, valid_full, keys, values):
+        logits, keys, values = _static_forward(model, tokens, pos, valid_full, keys, values)
+        return mx.argmax(logits, axis=-1), pos + 1, keys, values
+    # inputs=model.state: the weights are read at each call (not baked in as constants), so a
+    # model trained between evaluations is decoded with its current weights.
+    return mx.compile(step, inputs=model.state) if compiled else step
+
+
+def _beam_step_fn(model, K: int, compiled: bool):
+    def step(tokens, rows, scores, pos, valid_full, keys, values):
+        keys = [k[rows] for k in keys]          # reorder the beams' caches (fixed [B*K] rows)
+        values = [v[rows] for v in values]
+        logits, keys, values = _static_forward(model, tokens, pos, valid_full, keys, values)
+        top, top_scores = _beam_top(scores, _log_softmax(logits), K)
+        return top, top_scores, pos + 1, keys, values
+    return mx.compile(step, inputs=model.state) if compiled else step
 
 
 def _left_pad(prompts: list[list[int]], pad_id: int):

@@ -49,6 +49,9 @@ class SparseMoE(nn.Module):
         if self.impl == "capacity" and self.training:
             y, dropped = self.experts.capacity(flat, r.inds, r.scores, self.capacity_factor,
                                                self.expert_dropout, self.training)
+        elif self.impl == "sorted" and self.training:
+            y, dropped = self.experts.sorted_exact(flat, r.inds, r.scores, self.expert_dropout,
+                                                   self.training), mx.array(0.0)
         else:
             y, dropped = self.experts.gather(flat, r.inds, r.scores), mx.array(0.0)
         stats = {"aux_loss": r.aux_loss, "z_loss": r.z_loss, "dropped": dropped, "counts": r.counts}

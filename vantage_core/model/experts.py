@@ -4,6 +4,10 @@
   capacity factor, first-choice assignments first) and every expert runs as one batched
   matmul; assignments past an expert's capacity are dropped (their residual passes through).
 * ``gather`` (reference path): mlx-lm's SwitchGLU (``gather_mm``); never drops.
+* ``sorted`` (exact path): assignments sorted by expert, then one matmul per expert on
+  exactly its own rows (sizes read back from the device once per layer, as PyTorch MoE
+  loops do); never drops and computes no empty slots, but its shapes change every step, so
+  the training step is not wrapped in mx.compile.
 
 With capacity factor E/k every assignment fits, and both paths compute the same function
 (tests/test_moe_fastpath.py checks this, forward and gradients).
@@ -11,6 +15,7 @@ With capacity factor E/k every assignment fits, and both paths compute the same 
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import mlx.core as mx
@@ -63,6 +68,68 @@ class Experts(nn.Module):
         y = combine(ye.reshape(E * C, D), scores.T.astype(ye.dtype), slot, slot_assign)  # [N, D]
         dropped = (~keep).astype(mx.float32).mean()   # exact 0 when nothing drops
         return y, dropped
+
+
+    def sorted_exact(self, x: mx.array, inds: mx.array, scores: mx.array,
+                     dropout: float = 0.0, training: bool = False) -> mx.array:
+        N, D = x.shape
+        k = inds.shape[-1]
+        m = self.switch_mlp
+        E = m.gate_proj.weight.shape[0]
+        flat = mx.stop_gradient(inds.reshape(-1))                               # [Nk], a = n*k + j
+        order = mx.argsort(flat)                                                # [Nk] sorted by expert
+        inv = mx.argsort(order)                                                 # [Nk]
+        counts = mx.zeros((E,), mx.int32).at[flat].add(1)
+        sizes = counts.tolist()                                                 # host sync (one per layer)
+        xs = _permute_in(x, order.astype(mx.int32), inv.astype(mx.int32))       # [Nk, D]
+        cuts = list(itertools.accumulate(sizes))[:-1]
+        parts = mx.split(xs, cuts, axis=0) if cuts else [xs]
+        wg = mx.split(m.gate_proj.weight, E, axis=0)                            # E x [1, F, D]
+        wu = mx.split(m.up_proj.weight, E, axis=0)
+        wd = mx.split(m.down_proj.weight, E, axis=0)                            # E x [1, D, F]
+        ys = []
+        for e, xe in enumerate(parts):                                          # xe: [n_e, D]
+            if sizes[e] == 0:
+                continue
+            h = fastmath.swiglu(xe @ wg[e][0].T, xe @ wu[e][0].T)               # [n_e, F]
+            if training and dropout > 0:
+                h = h * rng.bernoulli(1.0 - dropout, h.shape).astype(h.dtype) / (1.0 - dropout)
+            ys.append(h @ wd[e][0].T)                                           # [n_e, D]
+        ys = mx.concatenate(ys, axis=0) if len(ys) > 1 else ys[0]               # [Nk, D]
+        yk = _permute_out(ys, order.astype(mx.int32), inv.astype(mx.int32)).reshape(N, k, D)
+        return (yk * scores[..., None].astype(yk.dtype)).sum(axis=1)            # [N, D]
+
+
+# Sorting permutations: each assignment row a = n*k + j is x[n]; `order` lists assignments by
+# expert and `inv` is its inverse. Both directions and their gradients are plain gathers (no
+# scatter-add atomics on the GPU).
+def _permute_in_fwd(x, order, inv):
+    k = order.size // x.shape[0]
+    return x[order // k]                                                        # [Nk, D]
+
+
+_permute_in = mx.custom_function(_permute_in_fwd)
+
+
+@_permute_in.vjp
+def _permute_in_vjp(primals, cotangent, output):
+    x, order, inv = primals
+    N, D = x.shape
+    dx = cotangent[inv].reshape(N, -1, D).sum(axis=1)                            # [N, D]
+    return dx.astype(x.dtype), mx.zeros_like(order), mx.zeros_like(inv)
+
+
+def _permute_out_fwd(ys, order, inv):
+    return ys[inv]                                                              # [Nk, D], row a
+
+
+_permute_out = mx.custom_function(_permute_out_fwd)
+
+
+@_permute_out.vjp
+def _permute_out_vjp(primals, cotangent, output):
+    ys, order, inv = primals
+    return cotangent[order].astype(ys.dtype), mx.zeros_like(order), mx.zeros_like(inv)
 
 
 def _assign_slots(inds: mx.array, E: int, C: int):

@@ -76,11 +76,14 @@ def _activation_bytes_per_layer(cfg: Config, tokens: int, seq: int, fused_attent
             "moe": int(tokens * (router + moe + moe_drop - D * b))}
 
 
-def predict_memory(cfg: Config, *, fused_attention: Optional[bool] = None) -> dict[str, Any]:
+def predict_memory(cfg: Config, *, fused_attention: Optional[bool] = None,
+                   seq_length: Optional[int] = None) -> dict[str, Any]:
     """Bytes of each part of the training peak for `cfg` (one micro-batch of batch_size x
-    max_seq_length), plus parameter counts. Keys: total_params, active_params, weights,
-    gradients, optimizer, activations, activations_no_checkpointing,
-    activations_checkpointing, logits, peak, gradient_checkpointing, tokens_per_micro_batch."""
+    max_seq_length, or x `seq_length` when the data's longest padded batch is known: the
+    trainer pads each batch to its own longest sequence, not to max_seq_length), plus
+    parameter counts. Keys: total_params, active_params, weights, gradients, optimizer,
+    activations, activations_no_checkpointing, activations_checkpointing, logits, peak,
+    gradient_checkpointing, tokens_per_micro_batch, seq_length."""
     m, t = cfg.model, cfg.training
     params = count_parameters(m)
     P = params["total"]
@@ -88,7 +91,7 @@ def predict_memory(cfg: Config, *, fused_attention: Optional[bool] = None) -> di
     weights = 4 * P + (b * P if b != 4 else 0)           # fp32 masters (+ compute copy)
     gradients = 4 * P * (2 if t.gradient_accumulation_steps > 1 else 1)
     optimizer = 8 * P                                    # AdamW m and v, fp32
-    seq = t.max_seq_length
+    seq = min(t.max_seq_length, seq_length) if seq_length else t.max_seq_length
     tokens = t.batch_size * seq
     fused = _fused_attention_default() if fused_attention is None else fused_attention
     parts = _activation_bytes_per_layer(cfg, tokens, seq, fused)
@@ -120,6 +123,7 @@ def predict_memory(cfg: Config, *, fused_attention: Optional[bool] = None) -> di
         "gradient_checkpointing": bool(ckpt),
         "fused_attention": bool(fused),
         "tokens_per_micro_batch": tokens,
+        "seq_length": seq,
         "mixed_precision": t.mixed_precision,
     }
 
@@ -165,11 +169,20 @@ def _gib(x: float) -> str:
     return f"{x / GiB:.1f} GiB"
 
 
+def states_fit(cfg: Config, *, limit_bytes: Optional[int] = None) -> bool:
+    """Whether weights, gradients and AdamW state alone (no activations) fit: the lower
+    bound any batch needs, known before the data is loaded."""
+    pred = predict_memory(cfg, seq_length=1)
+    limit = int(limit_bytes if limit_bytes is not None else device_memory_bytes())
+    return (pred["weights"] + pred["gradients"] + pred["optimizer"]) * OVERHEAD <= limit
+
+
 def check_fits(cfg: Config, *, limit_bytes: Optional[int] = None,
-               fused_attention: Optional[bool] = None) -> dict[str, Any]:
+               fused_attention: Optional[bool] = None, seq_length: Optional[int] = None) -> dict[str, Any]:
     """Raise MemoryBudgetError (one line) when the predicted peak exceeds the device memory
-    (`limit_bytes`, default `device_memory_bytes()`); returns the prediction otherwise."""
-    pred = predict_memory(cfg, fused_attention=fused_attention)
+    (`limit_bytes`, default `device_memory_bytes()`); returns the prediction otherwise.
+    `seq_length`: the longest padded training sequence (default max_seq_length)."""
+    pred = predict_memory(cfg, fused_attention=fused_attention, seq_length=seq_length)
     limit = int(limit_bytes if limit_bytes is not None else device_memory_bytes())
     if pred["peak"] <= limit:
         return pred
@@ -182,8 +195,8 @@ def check_fits(cfg: Config, *, limit_bytes: Optional[int] = None,
         remedies.append("training.gradient_checkpointing=true")
     if t.mixed_precision == "fp32":
         remedies.append("training.mixed_precision=bf16")
-    if t.max_seq_length > 256:
-        remedies.append(f"training.max_seq_length={t.max_seq_length // 2}")
+    if pred["seq_length"] > 256:
+        remedies.append(f"training.max_seq_length={pred['seq_length'] // 2}")
     states = pred["weights"] + pred["gradients"] + pred["optimizer"]
     detail = (f"{pred['total_params'] / 1e9:.2f}B params: weights+gradients+AdamW "
               f"{_gib(states)}, activations {_gib(pred['activations'])}, logits {_gib(pred['logits'])}")
@@ -193,7 +206,7 @@ def check_fits(cfg: Config, *, limit_bytes: Optional[int] = None,
         hint = "try " + ", ".join(remedies) if remedies else "use a smaller model config"
     raise MemoryBudgetError(
         f"predicted peak memory {_gib(pred['peak'])} > available {_gib(limit)} "
-        f"(batch {t.batch_size} x {t.max_seq_length} tokens, {t.mixed_precision}; {detail}); {hint}")
+        f"(batch {t.batch_size} x {pred['seq_length']} tokens, {t.mixed_precision}; {detail}); {hint}")
 
 
 _FLOPS_CACHE: dict[str, float] = {}

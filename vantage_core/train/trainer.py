@@ -175,6 +175,13 @@ class Batcher:
         self._perm = self._make_perm()
 
 
+def padded_length(data: PreparedData, max_len: int) -> int:
+    """The longest input length any training batch is padded to (make_batch's bucket)."""
+    if not data.train:
+        return max_len
+    return _bucket(max(len(s.ids) for s in data.train) - 1, max_len)
+
+
 def make_batch(seqs, max_len: int, pad_id: int):
     """Right-padded inputs [B, L] plus the flattened SQL positions, their targets and weights
     (padded to a bucketed length S with weight 0). Returns (inputs, pos, tgt, w, n_tokens)."""
@@ -282,6 +289,15 @@ def make_train_step(model, optimizer, cfg: Config):
     if not t.compile:
         return micro, apply, step
     state = [model.state, optimizer.state, mx.random.state]
+    if cfg.model.moe_impl == "sorted":
+        # Its expert sizes are read back mid-forward (new shapes every step): only the
+        # optimizer update is compiled.
+        capply = mx.compile(apply, inputs=state, outputs=state)
+
+        def step_sorted(inputs, positions, targets, weights):
+            (loss, aux), grads = grad_fn(model, inputs, positions, targets, weights)
+            return loss, aux, capply(grads)
+        return micro, capply, step_sorted
     return (mx.compile(micro, inputs=state, outputs=state), mx.compile(apply, inputs=state, outputs=state),
             mx.compile(step, inputs=state, outputs=state))
 
@@ -334,7 +350,9 @@ def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
 
     cfg, t = config, config.training
     if check_memory:
-        check_fits(cfg)
+        pred = check_fits(cfg, seq_length=padded_length(data, t.max_seq_length))
+        log.info("predicted peak memory %.2f GiB (batch %d x %d tokens)", pred["peak"] / 2**30,
+                 t.batch_size, pred["seq_length"])
     out = Path(output_dir) if output_dir else None
     callbacks = list(callbacks)
     if out is not None:
