@@ -65,7 +65,20 @@ class DataConfig:
     tokenizer_vocab_size: int = 0  # 0: use model.vocab_size
     include_sample_values: bool = False
     augmentation_prob: float = 0.0
+    # Schema renaming (vantage_core/data/augment.py): the chance a training example gets
+    # renamed copies (tables/columns renamed in schema, SQL and question together).
     schema_perturbation_prob: float = 0.0
+    # Renamed copies per selected example, each on a different variant of its database.
+    schema_perturbation_copies: int = 1
+    # Renamed variants made per database (at least schema_perturbation_copies are used).
+    schema_rename_variants: int = 3
+    # "synonyms": synonyms or the old name with a prefix/suffix (singer -> vocalist, tbl_singer);
+    # "novel": unrelated words from an embedded pool (singer -> harbor, blue_ledger) that never
+    # contain the old name, so a model must copy names from the prompt's schema.
+    schema_rename_style: Literal["synonyms", "novel"] = "synonyms"
+    # Share of table / column names renamed in each variant (1.0: every name).
+    schema_rename_table_fraction: float = 0.6
+    schema_rename_column_fraction: float = 0.5
     spider_weight: float = 0.0
     bird_sql_weight: float = 0.0
     wiki_sql_weight: float = 0.0
@@ -269,9 +282,16 @@ def validate(cfg: Config, source: str = "<config>") -> Config:
             f"{t.max_seq_length} exceeds model.max_position_embeddings={m.max_position_embeddings}")
     if not 0 < d.validation_fraction < 1:
         bad("data.validation_fraction", f"must be in (0, 1), got {d.validation_fraction}")
-    for key in ("augmentation_prob", "schema_perturbation_prob"):
+    for key in ("augmentation_prob", "schema_perturbation_prob", "schema_rename_table_fraction",
+                "schema_rename_column_fraction"):
         if not 0 <= getattr(d, key) <= 1:
             bad(f"data.{key}", f"must be in [0, 1], got {getattr(d, key)}")
+    if d.schema_rename_table_fraction == 0 and d.schema_rename_column_fraction == 0:
+        bad("data.schema_rename_table_fraction",
+            "schema_rename_table_fraction and schema_rename_column_fraction are both 0: nothing would be renamed")
+    for key in ("schema_perturbation_copies", "schema_rename_variants"):
+        if getattr(d, key) < 1:
+            bad(f"data.{key}", f"must be >= 1, got {getattr(d, key)}")
     for key in ("spider_weight", "bird_sql_weight", "wiki_sql_weight", "gretel_synthetic_weight",
                 "synthetic_weight"):
         if getattr(d, key) < 0:

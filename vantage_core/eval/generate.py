@@ -130,8 +130,14 @@ def _left_pad(prompts: list[list[int]], pad_id: int):
 
 
 def generate_greedy(model, prompts: list[list[int]], *, pad_id: int, end_id: int,
-                    max_new_tokens: int = 128, batch_size: int = 32) -> list[list[int]]:
+                    max_new_tokens: int = 128, batch_size: int = 32,
+                    static_cache: bool | None = None, compiled: bool | None = None) -> list[list[int]]:
+    """Greedy decoding of many prompts in left-padded batches (sorted by length, at most
+    `batch_size` prompts and MAX_PREFILL_TOKENS padded prompt tokens each). `static_cache` and
+    `compiled` pick the cache path (module docstring); all paths give the same tokens."""
+    static_cache, compiled = _decode_mode(static_cache, compiled)
     model.eval()
+    step_fn = _greedy_step_fn(model, compiled) if static_cache else None
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[list[int]] = [[] for _ in prompts]
     s = 0
@@ -139,33 +145,68 @@ def generate_greedy(model, prompts: list[list[int]], *, pad_id: int, end_id: int
         idx = _rows_for(prompts, order, s, batch_size)
         s += len(idx)
         toks, valid = _left_pad([prompts[i] for i in idx], pad_id)
-        B = toks.shape[0]
-        cache = [KVCache() for _ in model.layers]
-        L = toks.shape[1]
-        last = mx.arange(B) * L + (L - 1)
-        logits, _ = model(toks, mask=_prefill_mask(valid).astype(mx.float32), cache=cache, positions=last)
-        nxt = mx.argmax(logits, axis=-1)
-        key_valid = valid
-        done = [False] * B
-        seqs: list[list[int]] = [[] for _ in range(B)]
-        for _ in range(max_new_tokens):
-            mx.eval(nxt)
-            ids = nxt.tolist()
-            for b, t in enumerate(ids):
-                if not done[b]:
-                    if t == end_id:
-                        done[b] = True
-                    else:
-                        seqs[b].append(t)
-            if all(done):
-                break
-            key_valid = mx.concatenate([key_valid, mx.ones((B, 1), dtype=mx.bool_)], axis=1)
-            mask = mx.where(key_valid, 0.0, NEG)[:, None, None, :].astype(mx.float32)
-            logits, _ = model(nxt[:, None], mask=mask, cache=cache)
-            nxt = mx.argmax(logits[:, -1, :], axis=-1)
+        decode = _greedy_static if static_cache else _greedy_growing
+        seqs = decode(model, toks, valid, end_id, max_new_tokens, step_fn)
         for b, i in enumerate(idx):
             out[i] = seqs[b]
     return out
+
+
+def _take_tokens(ids: list[int], end_id: int, done: list[bool], seqs: list[list[int]]) -> bool:
+    """Append one step's tokens to the open rows; True when every row has ended."""
+    for b, t in enumerate(ids):
+        if not done[b]:
+            if t == end_id:
+                done[b] = True
+            else:
+                seqs[b].append(t)
+    return all(done)
+
+
+def _greedy_growing(model, toks, valid, end_id, max_new_tokens, _step_fn=None) -> list[list[int]]:
+    B, L = toks.shape
+    cache = [KVCache() for _ in model.layers]
+    last = mx.arange(B) * L + (L - 1)
+    logits, _ = model(toks, mask=_prefill_mask(valid).astype(mx.float32), cache=cache, positions=last)
+    nxt = mx.argmax(logits, axis=-1)
+    key_valid = valid
+    done = [False] * B
+    seqs: list[list[int]] = [[] for _ in range(B)]
+    for _ in range(max_new_tokens):
+        mx.eval(nxt)
+        if _take_tokens(nxt.tolist(), end_id, done, seqs):
+            break
+        key_valid = mx.concatenate([key_valid, mx.ones((B, 1), dtype=mx.bool_)], axis=1)
+        mask = mx.where(key_valid, 0.0, NEG)[:, None, None, :].astype(mx.float32)
+        logits, _ = model(nxt[:, None], mask=mask, cache=cache)
+        nxt = mx.argmax(logits[:, -1, :], axis=-1)
+    return seqs
+
+
+def _greedy_static(model, toks, valid, end_id, max_new_tokens, step_fn) -> list[list[int]]:
+    B, L = toks.shape
+    L_max = _cache_len(L, max_new_tokens)
+    cache = [StaticKVCache(L_max) for _ in model.layers]
+    last = mx.arange(B) * L + (L - 1)
+    logits, _ = model(toks, mask=_prefill_mask(valid).astype(mx.float32), cache=cache, positions=last)
+    nxt = mx.argmax(logits, axis=-1)
+    keys, values = [c.keys for c in cache], [c.values for c in cache]
+    valid_full = mx.concatenate([valid, mx.ones((B, L_max - L), dtype=mx.bool_)], axis=1)
+    pos = mx.array(L, dtype=mx.int32)
+    mx.async_eval(nxt, keys, values)
+    done = [False] * B
+    seqs: list[list[int]] = [[] for _ in range(B)]
+    for t in range(max_new_tokens):
+        # Queue the next step before reading this one's tokens, so the device works while the
+        # host does the bookkeeping (a step past the last end is computed and dropped).
+        last = t + 1 == max_new_tokens       # the last token needs no forward
+        if not last:
+            nxt_next, pos, keys, values = step_fn(nxt, pos, valid_full, keys, values)
+            mx.async_eval(nxt_next, pos)
+        if _take_tokens(nxt.tolist(), end_id, done, seqs) or last:
+            break
+        nxt = nxt_next
+    return seqs
 
 
 def generate_beam(model, prompt: list[int], *, end_id: int, num_beams: int = 4,
@@ -216,13 +257,18 @@ def generate_beam(model, prompt: list[int], *, end_id: int, num_beams: int = 4,
 
 def generate_beam_batched(model, prompts: list[list[int]], *, pad_id: int, end_id: int, num_beams: int = 4,
                           max_new_tokens: int = 128, batch_size: int = 16,
-                          length_penalty: float = 1.0) -> list[list[tuple[list[int], float]]]:
+                          length_penalty: float = 1.0, static_cache: bool | None = None,
+                          compiled: bool | None = None) -> list[list[tuple[list[int], float]]]:
     """Beam search over many prompts at once: B prompts x K beams share one KV-cached batch.
-    Returns, per prompt, its finished candidates best first as (ids, length-normalized score)."""
+    Returns, per prompt, its finished candidates best first as (ids, length-normalized score).
+    `static_cache` and `compiled` pick the cache path (module docstring); all paths give the
+    same candidates."""
     import numpy as np
 
+    static_cache, compiled = _decode_mode(static_cache, compiled)
     model.eval()
     K = num_beams
+    step_fn = _beam_step_fn(model, K, compiled) if static_cache else None
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[list[tuple[list[int], float]]] = [[] for _ in prompts]
     s = 0
@@ -231,28 +277,46 @@ def generate_beam_batched(model, prompts: list[list[int]], *, pad_id: int, end_i
         s += len(idx)
         toks, valid = _left_pad([prompts[i] for i in idx], pad_id)
         B, L = toks.shape
-        cache = [KVCache() for _ in model.layers]
-        logits, _ = model(toks, mask=_prefill_mask(valid).astype(mx.float32), cache=cache,
-                          positions=mx.arange(B) * L + (L - 1))
         rows = mx.repeat(mx.arange(B), K)                 # every prompt's cache copied to K beams
-        for c in cache:
-            c.select(rows)
-        key_valid = valid[rows]
-        logp = logits.astype(mx.float32)
-        logp = logp - mx.logsumexp(logp, axis=-1, keepdims=True)
-        logp = mx.repeat(logp, K, axis=0)                  # [B*K, V]
+        prefill_mask = _prefill_mask(valid).astype(mx.float32)
+        if static_cache:
+            L_max = _cache_len(L, max_new_tokens)
+            cache = [StaticKVCache(L_max) for _ in model.layers]
+            logits, _ = model(toks, mask=prefill_mask, cache=cache, positions=mx.arange(B) * L + (L - 1))
+            keys = [c.keys[rows] for c in cache]
+            values = [c.values[rows] for c in cache]
+            valid_full = mx.concatenate([valid, mx.ones((B, L_max - L), dtype=mx.bool_)], axis=1)[rows]
+            state = {"pos": mx.array(L, dtype=mx.int32), "keys": keys, "values": values}
+
+            def advance(new_toks, sel, scores_np):
+                top, top_scores, state["pos"], state["keys"], state["values"] = step_fn(
+                    new_toks, sel, mx.array(scores_np.astype(np.float32)), state["pos"], valid_full,
+                    state["keys"], state["values"])
+                return top, top_scores
+        else:
+            cache = [KVCache() for _ in model.layers]
+            logits, _ = model(toks, mask=prefill_mask, cache=cache, positions=mx.arange(B) * L + (L - 1))
+            for c in cache:
+                c.select(rows)
+            state = {"key_valid": valid[rows]}
+
+            def advance(new_toks, sel, scores_np):
+                for c in cache:
+                    c.select(sel)
+                state["key_valid"] = key_valid = mx.concatenate(
+                    [state["key_valid"][sel], mx.ones((B * K, 1), dtype=mx.bool_)], axis=1)
+                mask = mx.where(key_valid, 0.0, NEG)[:, None, None, :].astype(mx.float32)
+                logits, _ = model(new_toks[:, None], mask=mask, cache=cache)
+                return _beam_top(mx.array(scores_np.astype(np.float32)), _log_softmax(logits[:, -1, :]), K)
+        logp = mx.repeat(_log_softmax(logits), K, axis=0)  # [B*K, V]
         V = logp.shape[-1]
         scores = np.full((B, K), -np.inf, dtype=np.float64)
         scores[:, 0] = 0.0                                 # all beams start identical: expand one
+        top, top_scores = _beam_top(mx.array(scores.astype(np.float32)), logp, K)
         seqs = [[[] for _ in range(K)] for _ in range(B)]
         finished: list[list[tuple[list[int], float]]] = [[] for _ in range(B)]
         done = np.zeros(B, dtype=bool)
         for step in range(max_new_tokens):
-            tot = mx.array(scores.astype(np.float32))[:, :, None] + logp.reshape(B, K, V)
-            flat = tot.reshape(B, K * V)
-            k2 = min(2 * K, K * V)
-            top = mx.argpartition(-flat, kth=k2 - 1, axis=-1)[:, :k2]
-            top_scores = mx.take_along_axis(flat, top, axis=-1)
             top_np, sc_np = np.array(top), np.array(top_scores)
             new_rows, new_toks = [], []
             new_scores = np.full((B, K), -np.inf)
@@ -287,16 +351,10 @@ def generate_beam_batched(model, prompts: list[list[int]], *, pad_id: int, end_i
                         done[b] = True
             scores, seqs = new_scores, new_seqs
             scores[done] = -np.inf
-            if done.all():
+            if done.all() or step + 1 == max_new_tokens:   # the last step's candidates go unused
                 break
-            sel = mx.array(new_rows, dtype=mx.int32)
-            for c in cache:
-                c.select(sel)
-            key_valid = mx.concatenate([key_valid[sel], mx.ones((B * K, 1), dtype=mx.bool_)], axis=1)
-            mask = mx.where(key_valid, 0.0, NEG)[:, None, None, :].astype(mx.float32)
-            logits, _ = model(mx.array(new_toks, dtype=mx.int32)[:, None], mask=mask, cache=cache)
-            logp = logits[:, -1, :].astype(mx.float32)
-            logp = logp - mx.logsumexp(logp, axis=-1, keepdims=True)
+            top, top_scores = advance(mx.array(new_toks, dtype=mx.int32), mx.array(new_rows, dtype=mx.int32),
+                                      scores)
         for b, i in enumerate(idx):
             fin = finished[b]
             if not fin:   # nothing ended within max_new_tokens: return the open beams
