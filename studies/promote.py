@@ -175,6 +175,8 @@ def promote_parser() -> argparse.ArgumentParser:
     p.add_argument("--dev-examples", type=int, default=None, help="evaluate on the first N dev examples of a "
                                                                    "fixed shuffle (default: all)")
     p.add_argument("--out", default=None, help="checkpoint folder (default: sweeps/<study>/promoted)")
+    p.add_argument("--write-config", default=None, metavar="PATH",
+                   help="also write the promoted run's resolved config as YAML here (e.g. configs/spider_best.yaml)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -186,6 +188,13 @@ def cmd_promote(args) -> int:
         raise VantageError(f"--repeats must be > 0, got {args.repeats}")
     if args.dev_examples is not None and args.dev_examples <= 0:
         raise VantageError(f"--dev-examples must be > 0, got {args.dev_examples}")
-    promote(args.storage, args.study, trial_number=args.trial, num_train_steps=args.num_train_steps,
-            repeats=args.repeats, dev_examples=args.dev_examples, out=args.out)
+    rec = promote(args.storage, args.study, trial_number=args.trial, num_train_steps=args.num_train_steps,
+                  repeats=args.repeats, dev_examples=args.dev_examples, out=args.out)
+    if args.write_config:
+        path = Path(args.write_config)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        head = (f"# Promoted from study '{args.study}', trial {rec['trial']} ({rec['steps']} steps): dev exact match "
+                f"{rec['dev_exact_match']:.3f} on {rec['dev_examples']} examples (vantage-sweep promote).\n")
+        path.write_text(head + rec["config"])
+        print(f"config: {path}")
     return 0

@@ -32,8 +32,12 @@ def test_promote_best_trial_on_dev_and_repeats(tmp_path):
     study = optuna.load_study(study_name="lr-tiny-synthetic", storage=f"sqlite:///{tmp_path}/vantage_studies.db")
     best = study.best_trial
     r = cli(tmp_path, "promote", "lr-tiny-synthetic", "--num_train_steps", "8", "--dev-examples", "8",
-            "--repeats", "2")
+            "--repeats", "2", "--write-config", "best/tiny_best.yaml")
     assert r.returncode == 0, r.stderr[-3000:]
+    from vantage_core.config import load_config
+    written = load_config(str(tmp_path / "best/tiny_best.yaml"))   # loads back as a config
+    assert written.training.learning_rate == pytest.approx(best.params["learning_rate"])
+    assert written.training.num_train_steps == 8
     assert f"promoted trial {best.number}" in r.stdout
     study = optuna.load_study(study_name="lr-tiny-synthetic", storage=f"sqlite:///{tmp_path}/vantage_studies.db")
     p = study.user_attrs["promoted"]
