@@ -11,6 +11,11 @@ Two cache paths give the same tokens:
 * growing (`static_cache=False`): the cache grows by concatenation each step (new shapes every
   token); kept as the reference.
 
+On the CPU both give the same tokens (tests/test_generate_static.py). The static path attends
+over the padded length, so float sums can differ in the last bits; on an NVIDIA GPU, where
+float32 matmuls run in TF32 unless MLX_ENABLE_TF32=0, near-tied logits (an untrained model)
+can then pick another token.
+
 `static_cache` / `compiled` default (None) to VANTAGE_DECODE: `compiled` (default), `static`
 (static cache, no mx.compile) or `growing`.
 """
@@ -134,7 +139,7 @@ def generate_greedy(model, prompts: list[list[int]], *, pad_id: int, end_id: int
                     static_cache: bool | None = None, compiled: bool | None = None) -> list[list[int]]:
     """Greedy decoding of many prompts in left-padded batches (sorted by length, at most
     `batch_size` prompts and MAX_PREFILL_TOKENS padded prompt tokens each). `static_cache` and
-    `compiled` pick the cache path (module docstring); all paths give the same tokens."""
+    `compiled` pick the cache path (module docstring)."""
     static_cache, compiled = _decode_mode(static_cache, compiled)
     model.eval()
     step_fn = _greedy_step_fn(model, compiled) if static_cache else None
@@ -261,8 +266,7 @@ def generate_beam_batched(model, prompts: list[list[int]], *, pad_id: int, end_i
                           compiled: bool | None = None) -> list[list[tuple[list[int], float]]]:
     """Beam search over many prompts at once: B prompts x K beams share one KV-cached batch.
     Returns, per prompt, its finished candidates best first as (ids, length-normalized score).
-    `static_cache` and `compiled` pick the cache path (module docstring); all paths give the
-    same candidates."""
+    `static_cache` and `compiled` pick the cache path (module docstring)."""
     import numpy as np
 
     static_cache, compiled = _decode_mode(static_cache, compiled)
