@@ -9,6 +9,7 @@ set -euo pipefail
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 VANTAGE_CACHE=/tmp/vcache
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
 STORE="sqlite:///$OUT/spider.db"
+STUDY=${STUDY:-spider-joint}   # RECIPE (below) picks the data recipe of a sweep
 [ -f spider.db ] && cp spider.db "$OUT/spider.db"
 recipe() {  # data recipe name -> --set overrides
   case "$1" in
@@ -32,13 +33,15 @@ case "$1" in
       cp "/tmp/recipes/$name/metrics.jsonl" "$OUT/recipes/$name.metrics.jsonl" || true
     done ;;
   sweep)
+    # shellcheck disable=SC2046
     python3 -m studies joint --model configs/spider_gpu.yaml --ranges configs/spider_ranges.yaml \
       --trials 12 --steps-per-trial "$2" --timeout "$3" --pruner median --storage "$STORE" \
-      --study-name spider-joint --out /tmp/sweeps --set training.eval_steps=200 2>&1 | tee "$OUT/sweep.log"
-    cp -r /tmp/sweeps/spider-joint/report "$OUT/report" 2>/dev/null || true ;;
+      --study-name "$STUDY" --out /tmp/sweeps --set training.eval_steps=200 $(recipe "${RECIPE:-baseline}") \
+      2>&1 | tee "$OUT/sweep.log"
+    cp -r "/tmp/sweeps/$STUDY/report" "$OUT/report" 2>/dev/null || true ;;
   promote)
-    python3 -m studies promote spider-joint --storage "$STORE" --num_train_steps "$2" --dev-examples "${4:-1034}" \
-      --out /tmp/promoted 2>&1 | tee "$OUT/promote.log"
+    python3 -m studies promote "$STUDY" --storage "$STORE" --num_train_steps "$2" --dev-examples "${4:-1034}" \
+      --out /tmp/promoted --write-config "$OUT/spider_best.yaml" 2>&1 | tee "$OUT/promote.log"
     [ "$3" = 0 ] && exit 0
     ckpt=$(ls -d /tmp/promoted/*/checkpoint-best | head -1)
     python3 -m vantage_core.cli.eval --checkpoint "$ckpt" --data_dir spider:.spider \

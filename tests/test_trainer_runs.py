@@ -196,3 +196,27 @@ def test_guide_quick_test_command_refused_as_printed(tmp_path):
     assert p.returncode == 2, p.stderr
     assert p.stderr.startswith("error: predicted peak memory") and p.stderr.count("\n") == 1
     assert time.perf_counter() - t0 < 30
+
+
+@pytest.mark.parametrize("multiple", [32, 128])
+def test_pad_to_multiple_of_sets_shapes_not_the_loss(multiple):
+    """training.pad_to_multiple_of rounds every batch's padded length (fewer compiled
+    shapes); right padding never changes the loss of the real tokens."""
+    import mlx.core as mx
+    from vantage_core.model import MoETransformer
+    from vantage_core.train.trainer import make_batch, value_and_grad_mp
+    d = tiny_data()
+    cfg = tiny_cfg(training={"pad_to_multiple_of": multiple}, model={"hidden_dropout": 0.0, "expert_dropout": 0.0})
+    seqs = d.train[:4]
+    inp, pos, tgt, w, _ = make_batch(seqs, cfg.training.max_seq_length, d.tokenizer.pad_id,
+                                     cfg.training.pad_to_multiple_of)
+    L = inp.shape[1]
+    assert L == min(cfg.training.max_seq_length, -(-(max(len(s.ids) for s in seqs) - 1) // multiple) * multiple)
+    ref = make_batch(seqs, cfg.training.max_seq_length, d.tokenizer.pad_id, 8)
+    mx.random.seed(0)
+    m = MoETransformer(cfg.model)
+    m.eval()
+    fn = value_and_grad_mp(m, cfg)
+    (a, _), _ = fn(m, inp, pos, tgt, w)
+    (b, _), _ = fn(m, *ref[:4])
+    assert abs(float(a.item()) - float(b.item())) < 5e-5 * abs(float(b.item()))   # fp32 reassociation only

@@ -113,6 +113,10 @@ class TrainingConfig:
     save_total_limit: int = 2
     seed: int = 42
     compile: bool = True
+    # Batches are padded to their longest sequence rounded up to this multiple (capped at
+    # max_seq_length). Each distinct padded length is one more trace of the compiled step
+    # (seconds each for a GPU model), so coarser multiples trade padding for compile time.
+    pad_to_multiple_of: int = 32
 
 
 @dataclass
@@ -257,7 +261,7 @@ def validate(cfg: Config, source: str = "<config>") -> Config:
         if not 0 <= getattr(m, key) < 1:
             bad(f"model.{key}", f"must be in [0, 1), got {getattr(m, key)}")
     for key in ("batch_size", "gradient_accumulation_steps", "num_train_steps", "max_seq_length",
-                "save_steps", "eval_steps", "logging_steps"):
+                "save_steps", "eval_steps", "logging_steps", "pad_to_multiple_of"):
         if getattr(t, key) <= 0:
             bad(f"training.{key}", f"must be > 0, got {getattr(t, key)}")
     if t.learning_rate <= 0:

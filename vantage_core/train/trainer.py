@@ -139,9 +139,9 @@ def loss_fn(model, cfg: Config, inputs, positions, targets, weights):
     return total, (ce, st["aux_loss"], st["z_loss"], st["dropped"], st["counts"])
 
 
-def _bucket(n: int, cap: int) -> int:
+def _bucket(n: int, cap: int, multiple: int = 32) -> int:
     # Few distinct shapes keep mx.compile from retracing every step.
-    return min(cap, max(32, int(math.ceil(n / 32.0) * 32)))
+    return min(cap, max(multiple, int(math.ceil(n / multiple) * multiple)))
 
 
 class Batcher:
@@ -175,17 +175,17 @@ class Batcher:
         self._perm = self._make_perm()
 
 
-def padded_length(data: PreparedData, max_len: int) -> int:
+def padded_length(data: PreparedData, max_len: int, multiple: int = 32) -> int:
     """The longest input length any training batch is padded to (make_batch's bucket)."""
     if not data.train:
         return max_len
-    return _bucket(max(len(s.ids) for s in data.train) - 1, max_len)
+    return _bucket(max(len(s.ids) for s in data.train) - 1, max_len, multiple)
 
 
-def make_batch(seqs, max_len: int, pad_id: int):
+def make_batch(seqs, max_len: int, pad_id: int, multiple: int = 32):
     """Right-padded inputs [B, L] plus the flattened SQL positions, their targets and weights
     (padded to a bucketed length S with weight 0). Returns (inputs, pos, tgt, w, n_tokens)."""
-    L = _bucket(max(len(s.ids) for s in seqs) - 1, max_len)
+    L = _bucket(max(len(s.ids) for s in seqs) - 1, max_len, multiple)
     inp = np.full((len(seqs), L), pad_id, dtype=np.int32)
     pos, tgt = [], []
     ntok = 0
@@ -350,7 +350,7 @@ def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
 
     cfg, t = config, config.training
     if check_memory:
-        pred = check_fits(cfg, seq_length=padded_length(data, t.max_seq_length))
+        pred = check_fits(cfg, seq_length=padded_length(data, t.max_seq_length, t.pad_to_multiple_of))
         log.info("predicted peak memory %.2f GiB (batch %d x %d tokens)", pred["peak"] / 2**30,
                  t.batch_size, pred["seq_length"])
     out = Path(output_dir) if output_dir else None
@@ -414,7 +414,7 @@ def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
             for _ in range(accum):
                 idx = batcher.next_indices(t.batch_size)
                 inp, pos, tgt, w, ntok = make_batch([data.train[i] for i in idx], t.max_seq_length,
-                                                    data.tokenizer.pad_id)
+                                                    data.tokenizer.pad_id, t.pad_to_multiple_of)
                 loss, (ce, aux, z, dropped, cnt), grads = micro_c(inp, pos, tgt, w, mx.array(1.0 / accum))
                 grads_acc = grads if grads_acc is None else tree_map(mx.add, grads_acc, grads)
                 mx.eval(grads_acc, loss, ce, aux, z, dropped, cnt)
