@@ -33,7 +33,7 @@ MAX_IMPORTANCE_TRIALS = 1000  # fANOVA on the latest this many completed trials 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 PRUNED = optuna.trial.TrialState.PRUNED
 
-SECTION_KEYS = ("summary", "trials", "best", "em_vs_memory", "em_vs_throughput", "pareto", "history",
+SECTION_KEYS = ("summary", "trials", "best", "promoted", "em_vs_memory", "em_vs_throughput", "pareto", "history",
                 "intermediate", "importances", "feasibility", "diagnosis")
 
 
@@ -261,6 +261,35 @@ def section_best(sd: StudyData, study_best: int | None) -> tuple[Section, pd.Dat
                 s.text(f"Best exact match (trial {em_best}) vs baseline (trial {base.number}): "
                        f"{diff:+.3f}; {verdict}.")
     return s, out
+
+
+def section_promoted(sd: StudyData) -> tuple[Section, pd.DataFrame]:
+    """`vantage-sweep promote` runs: the chosen trial trained for the full budget and scored
+    once on the held-out dev set, beside that trial's validation score from the sweep."""
+    s = Section("promoted", "Promoted runs (dev set)")
+    recs = list(sd.user_attrs.get("promotions") or [])
+    if not recs and sd.user_attrs.get("promoted"):
+        recs = [sd.user_attrs["promoted"]]
+    if not recs:
+        s.text("No promoted run yet: `vantage-sweep promote STUDY --num_train_steps N` trains the best trial's "
+               "configuration for the full budget and evaluates it once on the dev set.")
+        return s, pd.DataFrame()
+    by_number = {t.number: t for t in sd.trials}
+    rows = []
+    for r in recs:
+        t = by_number.get(r.get("trial"))
+        val = t.user_attrs.get("exact_match") if t is not None else None
+        lo, hi = (r.get("dev_exact_match_ci") or [None, None])[:2]
+        rows.append({"trial": r.get("trial"), "steps": r.get("steps"), "split": r.get("split", "dev"),
+                     "examples": r.get("dev_examples"),
+                     "dev exact match [95% CI]": fmt_em(r.get("dev_exact_match"), lo, hi),
+                     "CI": r.get("ci_kind", ""), "valid SQL": r.get("valid_sql"),
+                     "sweep validation EM": val, "when": r.get("time", "")})
+    df = pd.DataFrame(rows)
+    s.text("Each promotion trains the trial's configuration for `steps` and evaluates it once on the dev set, "
+           "which the sweep never saw (trials were scored on a validation split carved from training data).")
+    s.table(df, "promoted.csv")
+    return s, df
 
 
 def pareto_front_2d(df: pd.DataFrame, x: str, x_dir: str = "minimize", y: str = "exact_match",
@@ -610,6 +639,9 @@ def build_report(study: optuna.Study, *, storage_url: str | None = None) -> Repo
     sec, t = timed("best", section_best, sd, best)
     sections.append(sec)
     csvs["best.csv"] = t
+    sec, t = timed("promoted", section_promoted, sd)
+    sections.append(sec)
+    csvs["promoted.csv"] = t
     for key, col, label, title, img, logx in (
             ("em_vs_memory", "peak_memory_mb", "peak memory (MB)", "Exact match vs peak memory", "em_vs_memory", False),
             ("em_vs_throughput", "tokens_per_sec", "tokens/s", "Exact match vs throughput (tokens/s)", "em_vs_throughput", False)):

@@ -52,6 +52,13 @@ def test_promote_best_trial_on_dev_and_repeats(tmp_path):
     assert f"learning_rate: {best.params['learning_rate']}" in p["config"]
     assert "num_train_steps: 8" in p["config"]
     assert len(study.user_attrs["promotions"]) == 1
+    # the study's report shows the promoted run's dev numbers beside the trial's validation score
+    from reports.build import build_report
+    rep = build_report(study)
+    prom = rep.csvs["promoted.csv"]
+    assert list(prom["trial"]) == [best.number] and list(prom["examples"]) == [8]
+    lo, hi = p["dev_exact_match_ci"]
+    assert prom["dev exact match [95% CI]"].iloc[0].endswith(f"[{lo:.3f}, {hi:.3f}]")
     # errors are one line
     r = cli(tmp_path, "promote", "lr-tiny-synthetic", "--trial", "99", "--num_train_steps", "8")
     assert r.returncode == 2 and "has no trial 99" in r.stderr
