@@ -177,3 +177,15 @@ def test_cli_bad_input_is_one_line_exit_2(case, spider, tmp_path, capsys):
     assert err.startswith("error: ") and err.count("\n") == 1, err
     if case == "generate mode":
         assert "not a Vantage checkpoint" in err
+
+
+def test_table_name_sources_tells_copied_from_recalled_names():
+    from vantage_core.data.schema import Column, Schema, Table
+    from vantage_core.eval.metrics import table_name_sources
+    schemas = {"dev_db": Schema("dev_db", [Table("singer", [Column("name", "text", False)])]),
+               "train_db": Schema("train_db", [Table("cinema", [Column("name", "text", False)])])}
+    preds = ["SELECT count(*) FROM singer", "SELECT name FROM cinema JOIN stadiment ON 1", "garbage"]
+    r = table_name_sources(preds, ["dev_db"] * 3, schemas, {"train_db"})
+    assert r["n"] == 3
+    assert (r["own"], r["train_only"], r["invented"]) == pytest.approx((1 / 3, 1 / 3, 1 / 3))
+    assert table_name_sources(["nothing"], ["dev_db"], schemas, {"train_db"})["own"] == 0.0

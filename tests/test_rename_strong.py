@@ -394,3 +394,26 @@ def test_config_rejects_bad_values(key, value, message):
 def test_config_rejects_nothing_to_rename():
     with pytest.raises(ConfigError, match="both 0"):
         load_config(None, {"data": {"schema_rename_table_fraction": 0, "schema_rename_column_fraction": 0.0}})
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_keep_original_false_replaces_originals_by_their_copies(keep, spider):
+    """schema_perturbation_keep_original: false drops each original that got renamed copies,
+    and keeps an original whose every copy was rejected (nothing is lost)."""
+    from random import Random
+    from types import SimpleNamespace
+    from vantage_core.data.augment import AugmentStats, augment_examples
+    exs = [e for e in spider.train if e.db_id == "department_management"][:30]
+    cfg = SimpleNamespace(augmentation_prob=0.0, schema_perturbation_prob=1.0, schema_perturbation_copies=2,
+                          schema_rename_variants=3, schema_rename_style="novel", schema_rename_table_fraction=1.0,
+                          schema_rename_column_fraction=1.0, schema_perturbation_keep_original=keep, seed=0)
+    stats = AugmentStats()
+    out, _ = augment_examples(exs, spider.schemas, cfg, Random(0), stats=stats)
+    originals = [e for e in out if "__r" not in e.db_id]
+    renamed_from = {e.extra["orig_id"] for e in out if "__r" in e.db_id}
+    assert stats.renamed == len(out) - len(originals) > 0
+    if keep:
+        assert len(originals) == len(exs) and stats.dropped_originals == 0
+    else:
+        assert stats.dropped_originals == len(renamed_from)
+        assert {e.id for e in originals} == {e.id for e in exs} - renamed_from

@@ -79,6 +79,9 @@ class DataConfig:
     # Share of table / column names renamed in each variant (1.0: every name).
     schema_rename_table_fraction: float = 0.6
     schema_rename_column_fraction: float = 0.5
+    # false: an example that got renamed copies is replaced by them (its original-name version
+    # is dropped), so memorizing the training schemas' own names no longer lowers the loss.
+    schema_perturbation_keep_original: bool = True
     spider_weight: float = 0.0
     bird_sql_weight: float = 0.0
     wiki_sql_weight: float = 0.0

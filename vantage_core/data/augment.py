@@ -710,6 +710,7 @@ class AugmentStats:
     augmented: int = 0
     renamed: int = 0
     rename_tried: int = 0   # renamed copies attempted (renamed + the "rename: ..." rejections)
+    dropped_originals: int = 0   # originals replaced by their renamed copies (keep_original false)
     rejected: dict[str, int] = field(default_factory=dict)
 
     def reject(self, why: str) -> None:
@@ -768,7 +769,8 @@ def augment_examples(examples: list[Example], schemas: dict[str, Schema], data_c
     if p_aug <= 0 and p_ren <= 0:
         return out, schemas
     renamings: dict[str, Renaming] = {}
-    for ex in examples:
+    keep_original = bool(getattr(data_cfg, "schema_perturbation_keep_original", True))
+    for i, ex in enumerate(examples):
         stats.considered += 1
         if p_aug > 0 and rng.random() < p_aug:
             new = _augment_one(ex, schemas.get(ex.db_id), rng, verify, stats)
@@ -778,13 +780,18 @@ def augment_examples(examples: list[Example], schemas: dict[str, Schema], data_c
         if p_ren > 0 and rng.random() < p_ren:
             # one copy: the historical draw (same stream as before these keys existed)
             ks = [rng.randrange(rs.variants)] if rs.copies == 1 else rng.sample(range(rs.variants), rs.copies)
+            made = 0
             for k in ks:
                 stats.rename_tried += 1
                 new = _rename_one(ex, schemas, renamings, k, rs, seed, db_dir, verify, stats)
                 if new is not None:
                     out.append(new)
                     stats.renamed += 1
-    return out, schemas
+                    made += 1
+            if made and not keep_original:
+                out[i] = None          # replaced by its renamed copies (never lost without one)
+                stats.dropped_originals += 1
+    return [e for e in out if e is not None], schemas
 
 
 def _augment_one(ex: Example, schema: Schema | None, rng: Random, verify: bool,
