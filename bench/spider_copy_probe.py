@@ -64,7 +64,9 @@ def main(argv=None) -> int:
                                  {e.db_id for e in data.train_examples})
         rows.append((name, len(data.train), res.tokens_per_sec, ev["eval/loss"], ev["eval/exact_match"],
                      ev["eval/valid_sql"], src["own"], src["train_only"], src["invented"], time.perf_counter() - t0))
-        print(f"# {name}: done in {rows[-1][-1]:.0f}s", flush=True)
+        r = rows[-1]
+        print(f"# {name}: done in {r[-1]:.0f}s: eval loss {r[3]:.3f}, exact match {r[4]:.3f}, valid SQL {r[5]:.3f}, "
+              f"table names own {r[6]:.1%} / training-only {r[7]:.1%} / invented {r[8]:.1%}", flush=True)
     print(f"\n{a.steps} steps per recipe, validation = unseen training-split databases "
           f"({len(data.eval_examples)} examples)\n")
     print("| recipe | train seqs | tokens/s | eval loss | exact match | valid SQL | own-schema tables | "
