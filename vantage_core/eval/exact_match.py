@@ -142,6 +142,16 @@ def _unparen(e):
     return e
 
 
+def _agg_argument(e) -> tuple:
+    """An aggregate's argument and whether it is DISTINCT (count(DISTINCT x) -> (x, True))."""
+    inner = _unparen(e.this)
+    if not isinstance(inner, exp.Distinct):
+        return inner, False
+    if len(inner.expressions) != 1:
+        raise SQLParseError("aggregate over several DISTINCT expressions")
+    return _unparen(inner.expressions[0]), True
+
+
 def _from_arg(sel: exp.Select):
     return sel.args.get("from_") or sel.args.get("from")
 
@@ -323,13 +333,7 @@ class _Converter:
             return (0, self.col_id(e, scope), False)
         agg = _AGG_CLASSES.get(type(e))
         if agg is not None:
-            inner = _unparen(e.this)
-            distinct = False
-            if isinstance(inner, exp.Distinct):
-                distinct = True
-                if len(inner.expressions) != 1:
-                    raise SQLParseError("aggregate over several DISTINCT expressions")
-                inner = _unparen(inner.expressions[0])
+            inner, distinct = _agg_argument(e)
             if isinstance(inner, exp.Star):
                 return (agg, "__all__", distinct)
             if isinstance(inner, exp.Column):
@@ -351,13 +355,7 @@ class _Converter:
         e = _unparen(e)
         agg = _AGG_CLASSES.get(type(e))
         if agg is not None:
-            inner = _unparen(e.this)
-            distinct = False
-            if isinstance(inner, exp.Distinct):
-                distinct = True
-                if len(inner.expressions) != 1:
-                    raise SQLParseError("aggregate over several DISTINCT expressions")
-                inner = _unparen(inner.expressions[0])
+            inner, distinct = _agg_argument(e)
             if type(inner) in _UNIT_CLASSES:
                 return (agg, self.val_unit(inner, scope))
             if isinstance(inner, exp.Star):
