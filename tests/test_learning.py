@@ -20,7 +20,8 @@ def test_tiny_model_beats_untrained_and_constant_baselines(tmp_path):
     data = prepare_data(cfg)
     assert not ({e.db_id for e in data.valid} & {e.db_id for e in data.train_examples})
 
-    untrained = evaluate(build_model(cfg), cfg, data)[M.EVAL_EXACT_MATCH]
+    before = evaluate(build_model(cfg), cfg, data)
+    untrained = before[M.EVAL_EXACT_MATCH]
     most_common, _ = Counter(" ".join(e.query.split()) for e in data.train_examples).most_common(1)[0]
     constant = sum(exact_match(e.query, most_common, data.schemas[e.db_id])
                    for e in data.eval_examples) / len(data.eval_examples)
@@ -32,3 +33,7 @@ def test_tiny_model_beats_untrained_and_constant_baselines(tmp_path):
     assert trained >= untrained + 0.10
     assert trained >= constant + 0.10
     assert (tmp_path / "checkpoint-best" / "model.safetensors").is_file()
+    # the trained model names its own database's tables (the copy signal rises with training)
+    own = result.eval_history[-1][M.EVAL_OWN_SCHEMA_TABLES]
+    print(f"own-schema table names: trained {own:.2f}, untrained {before[M.EVAL_OWN_SCHEMA_TABLES]:.2f}")
+    assert own >= 0.5 and own > before[M.EVAL_OWN_SCHEMA_TABLES]

@@ -38,8 +38,9 @@ def test_cli_trains_evaluates_saves_best_latest_and_resumes(tmp_path, capsys):
     recs = _jsonl(out / "metrics.jsonl")
     evals = [r for r in recs if r["kind"] == "eval"]
     assert [e["step"] for e in evals] == [3, 6]
-    for key in ("eval/loss", "eval/perplexity", "eval/exact_match", "eval/valid_sql"):
+    for key in ("eval/loss", "eval/perplexity", "eval/exact_match", "eval/valid_sql", "eval/own_schema_tables"):
         assert key in evals[0]
+    assert all(0.0 <= e["eval/own_schema_tables"] <= 1.0 for e in evals)
     tr = [r for r in recs if r["kind"] == "train"]
     for key in ("train/loss", "train/aux_loss", "train/learning_rate", "train/grad_norm", "train/throughput",
                 "train/tokens_per_sec", "expert/utilization", "expert/load_balance",

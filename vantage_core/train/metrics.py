@@ -11,6 +11,9 @@ EVAL_LOSS = "eval/loss"
 EVAL_PPL = "eval/perplexity"
 EVAL_EXACT_MATCH = "eval/exact_match"
 EVAL_VALID_SQL = "eval/valid_sql"
+# Share of written FROM/JOIN table names that belong to the question's own schema (not a
+# training database's): copying from the prompt, an early signal before exact match moves.
+EVAL_OWN_SCHEMA_TABLES = "eval/own_schema_tables"
 EXPERT_UTILIZATION = "expert/utilization"
 EXPERT_LOAD_BALANCE = "expert/load_balance"
 EXPERT_TOKENS = "expert/tokens_per_expert"
@@ -21,4 +24,5 @@ STEP = "step"
 TRAIN_REPORT_KEYS = (STEP, TRAIN_LOSS, TRAIN_AUX_LOSS, TRAIN_Z_LOSS, TRAIN_LR, TRAIN_GRAD_NORM,
                      TRAIN_STEPS_PER_SEC, TRAIN_TOKENS_PER_SEC, EXPERT_UTILIZATION,
                      EXPERT_LOAD_BALANCE, EXPERT_TOKENS, DROPPED_FRACTION, PEAK_MEMORY)
-EVAL_REPORT_KEYS = (STEP, EVAL_LOSS, EVAL_PPL, EVAL_EXACT_MATCH, EVAL_VALID_SQL, "eval/num_examples")
+EVAL_REPORT_KEYS = (STEP, EVAL_LOSS, EVAL_PPL, EVAL_EXACT_MATCH, EVAL_VALID_SQL, EVAL_OWN_SCHEMA_TABLES,
+                    "eval/num_examples")

@@ -224,6 +224,7 @@ def evaluate(model, cfg: Config, data: PreparedData, *, step: int = 0) -> dict[s
     """Eval loss/perplexity on the eval slice (teacher forced) and greedy-decoded exact match."""
     from ..eval.generate import generate_greedy
     from ..eval.scoring import quick_scores
+    from ..eval.metrics import table_name_sources
 
     model.eval()
     tok = data.tokenizer
@@ -242,9 +243,12 @@ def evaluate(model, cfg: Config, data: PreparedData, *, step: int = 0) -> dict[s
     preds = [tok.decode(o).strip() for o in outs]
     em, valid = quick_scores(data.eval_examples, preds, data.schemas, data.splits,
                              compare_values=cfg.eval.compare_values, compare_distinct=cfg.eval.compare_distinct)
+    src = table_name_sources(preds, [e.db_id for e in data.eval_examples], data.schemas,
+                             {e.db_id for e in data.train_examples})
     model.train()
     return {M.STEP: step, M.EVAL_LOSS: eval_loss, M.EVAL_PPL: float(math.exp(min(eval_loss, 50))),
-            M.EVAL_EXACT_MATCH: em, M.EVAL_VALID_SQL: valid, "eval/num_examples": len(preds),
+            M.EVAL_EXACT_MATCH: em, M.EVAL_VALID_SQL: valid, M.EVAL_OWN_SCHEMA_TABLES: src["own"],
+            "eval/num_examples": len(preds),
             "predictions": preds}
 
 
