@@ -122,3 +122,80 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, overwrite:
         shutil.rmtree(out)
     tmp.rename(out)
     return out
+
+
+# --- import: Hugging Face Mixtral folder -> Vantage weights (model.init_from) ---------------
+
+_HF_EXPERT = re.compile(r"^(model\.layers\.\d+\.block_sparse_moe)\.experts\.(\d+)\.(w1|w2|w3)\.weight$")
+_VANTAGE_NAME = {v: k for k, v in _HF_NAME.items()}
+# config.json key -> ModelConfig key; a mismatch in any of these changes parameter shapes.
+_SHAPE_KEYS = {"hidden_size": "hidden_size", "intermediate_size": "intermediate_size",
+               "num_hidden_layers": "num_layers", "num_attention_heads": "num_attention_heads",
+               "num_key_value_heads": "num_key_value_heads", "num_local_experts": "num_experts",
+               "vocab_size": "vocab_size"}
+# These change the function, not the shapes: allowed (a new stage may pick another top-k), logged.
+_FUNCTION_KEYS = {"num_experts_per_tok": "num_experts_per_token", "rope_theta": "rope_theta",
+                  "rms_norm_eps": "rms_norm_eps"}
+
+
+def is_hf_folder(path: str | Path) -> bool:
+    """A Hugging Face model folder (config.json + *.safetensors), not a Vantage checkpoint."""
+    p = Path(path)
+    return (p / "config.json").is_file() and not (p / "trainer_state.json").is_file() \
+        and any(p.glob("*.safetensors"))
+
+
+def check_hf_config(path: str | Path, model_cfg) -> list[str]:
+    """Refuse a folder whose architecture cannot hold the configured model; returns notes on
+    keys that differ without changing shapes."""
+    f = Path(path) / "config.json"
+    try:
+        c = json.loads(f.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{f}: unreadable ({e})") from None
+    if c.get("model_type") != "mixtral":
+        raise CheckpointError(f"{f}: model_type is {c.get('model_type')!r}; model.init_from needs a "
+                              f"Mixtral-layout model (model_type \"mixtral\")")
+    for hf_key, key in _SHAPE_KEYS.items():
+        want = getattr(model_cfg, key)
+        if hf_key in c and c[hf_key] != want:
+            raise CheckpointError(f"{f}: {hf_key} is {c[hf_key]} but model.{key} is {want}; "
+                                  f"set model.{key}: {c[hf_key]} to start from this model")
+    hd = c.get("head_dim")
+    if hd is not None and hd != model_cfg.hidden_size // model_cfg.num_attention_heads:
+        raise CheckpointError(f"{f}: head_dim {hd} is not hidden_size / num_attention_heads "
+                              f"({model_cfg.hidden_size // model_cfg.num_attention_heads}); not supported")
+    return [f"{f.name}: {hf_key} is {c[hf_key]}, model.{key} is {getattr(model_cfg, key)} (kept)"
+            for hf_key, key in _FUNCTION_KEYS.items()
+            if hf_key in c and c[hf_key] != getattr(model_cfg, key)]
+
+
+def load_hf_weights(path: str | Path) -> dict[str, mx.array]:
+    """Every *.safetensors in a Hugging Face Mixtral folder (sharded or not), renamed to
+    Vantage's parameter names: each layer's per-expert w1/w2/w3 are stacked into the
+    [E, out, in] switch_mlp gate/down/up tensors. Weights come back as float32 (the
+    master-weight dtype), whatever dtype the files hold."""
+    p = Path(path)
+    raw: dict[str, mx.array] = {}
+    for f in sorted(p.glob("*.safetensors")):
+        try:
+            raw.update(mx.load(str(f)))
+        except Exception as e:
+            raise CheckpointError(f"{f}: unreadable ({e})") from None
+    out: dict[str, mx.array] = {}
+    experts: dict[tuple[str, str], dict[int, mx.array]] = {}
+    for k, v in raw.items():
+        m = _HF_EXPERT.match(k)
+        if m:
+            prefix, e, which = m.groups()
+            experts.setdefault((prefix, which), {})[int(e)] = v
+        elif k.endswith("rotary_emb.inv_freq"):
+            continue   # recomputed from rope_theta
+        else:
+            out[k] = v
+    for (prefix, which), per in experts.items():
+        idx = sorted(per)
+        if idx != list(range(len(idx))):
+            raise CheckpointError(f"{p}: {prefix} has experts {idx}; expected 0..{len(idx) - 1} (a shard missing?)")
+        out[f"{prefix}.experts.switch_mlp.{_VANTAGE_NAME[which]}_proj.weight"] = mx.stack([per[e] for e in idx])
+    return {k: v.astype(mx.float32) for k, v in out.items()}

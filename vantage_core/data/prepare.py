@@ -127,6 +127,21 @@ def _tokenizer_for(texts: list[str], vocab_size: int, cache: Path) -> SQLTokeniz
     return tok
 
 
+def init_tokenizer(path: str | Path, vocab_size: int) -> SQLTokenizer:
+    """The token ids the weights of `model.init_from` were trained with."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise DataError(f"model.init_from: {p}: no such folder")
+    f = p / "tokenizer.json"
+    if not f.is_file():
+        olds = sorted(p.parent.glob(f".{p.name}.old-*/tokenizer.json"))   # crash between renames
+        if not olds:
+            raise DataError(f"model.init_from: {p} has no tokenizer.json, so the token ids of its "
+                            f"weights are unknown")
+        f = olds[-1]
+    return SQLTokenizer.load_for_model(f, vocab_size)
+
+
 def prepare_data(cfg: Config, *, source: str | None = None, tokenizer: SQLTokenizer | None = None,
                  final_split: str = "validation") -> PreparedData:
     """Load, split, train (or reuse) the tokenizer and encode.
@@ -135,6 +150,8 @@ def prepare_data(cfg: Config, *, source: str | None = None, tokenizer: SQLTokeni
     split (used only to score a promoted configuration).
     """
     source = source or cfg.data.source
+    if tokenizer is None and cfg.model.init_from:
+        tokenizer = init_tokenizer(cfg.model.init_from, cfg.model.vocab_size)
     # --- vantage-data (data issue): processed folders carry their split, ids and tokenizer ---
     _p = Path(source).expanduser()
     if source != "synthetic" and (_p / "summary.json").is_file() and (_p / "train.jsonl").is_file():

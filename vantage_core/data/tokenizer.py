@@ -54,6 +54,23 @@ class SQLTokenizer:
         except Exception as e:  # tokenizers raises plain Exception subclasses
             raise DataError(f"{path}: cannot load tokenizer ({e})") from None
 
+    @classmethod
+    def load_for_model(cls, path: str | Path, vocab_size: int) -> "SQLTokenizer":
+        """The tokenizer of an existing model (model.init_from). A foreign tokenizer gets
+        Vantage's prompt tokens added, which must still fit the model's embedding rows."""
+        try:
+            tok = Tokenizer.from_file(str(path))
+        except Exception as e:
+            raise DataError(f"{path}: cannot load tokenizer ({e})") from None
+        missing = [t for t in SPECIAL_TOKENS if tok.token_to_id(t) is None]
+        if missing:
+            tok.add_special_tokens(missing)
+            top = max(tok.token_to_id(t) for t in SPECIAL_TOKENS)
+            if top >= vocab_size:
+                raise DataError(f"{path}: adding Vantage's prompt tokens {missing} needs token id {top}, "
+                                f"beyond the model's vocab_size {vocab_size}")
+        return cls(tok)
+
     def encode(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False).ids
 

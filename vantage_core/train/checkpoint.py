@@ -89,12 +89,23 @@ def load_checkpoint_config(path: str | Path) -> Config:
 
 
 def load_weights(model, path: str | Path, *, strict: bool = True) -> None:
-    path = find_checkpoint(path)
-    try:
-        weights = mx.load(str(path / "model.safetensors"))
-    except Exception as e:
-        raise CheckpointError(f"{path}/model.safetensors: unreadable ({e})") from None
+    """Weights from a Vantage checkpoint folder or a Hugging Face Mixtral folder (e.g.
+    `vantage-export`'s output, sharded or not, any float dtype)."""
+    from ..export import is_hf_folder, load_hf_weights
+
     have = dict(tree_flatten(model.parameters()))
+    if is_hf_folder(path):
+        path = Path(path)
+        weights = load_hf_weights(path)
+        if "lm_head.weight" in have and "lm_head.weight" not in weights and "model.embed_tokens.weight" in weights:
+            weights["lm_head.weight"] = weights["model.embed_tokens.weight"]   # tied in the source
+        weights = {k: v for k, v in weights.items() if k in have}            # e.g. lm_head when we tie
+    else:
+        path = find_checkpoint(path)
+        try:
+            weights = mx.load(str(path / "model.safetensors"))
+        except Exception as e:
+            raise CheckpointError(f"{path}/model.safetensors: unreadable ({e})") from None
     for k, v in weights.items():
         if k in have and have[k].shape != v.shape:
             raise CheckpointError(f"{path}: parameter {k} has shape {tuple(v.shape)}, the model "

@@ -23,7 +23,7 @@ from mlx.utils import tree_flatten, tree_map  # noqa: E402
 
 from ..config import Config  # noqa: E402
 from ..data.prepare import PreparedData  # noqa: E402
-from ..errors import ConfigError, TrainingDiverged  # noqa: E402
+from ..errors import CheckpointError, ConfigError, TrainingDiverged  # noqa: E402
 from ..model import MoETransformer  # noqa: E402
 from ..model.fastmath import cross_entropy  # noqa: E402
 from . import metrics as M  # noqa: E402
@@ -333,6 +333,25 @@ def _ck_state(step, batcher, best_em, tokens_done, extra=None):
     return st
 
 
+def _check_init_source(path: str | Path, cfg: Config, data: PreparedData) -> None:
+    """Weights from another run or a Hugging Face Mixtral folder: the architecture must hold
+    them and the data must be encoded with the tokenizer they were trained with."""
+    from ..export import check_hf_config, is_hf_folder
+
+    p = Path(path)
+    if is_hf_folder(p):
+        for note in check_hf_config(p, cfg.model):
+            log.info("init_from %s", note)
+    tok_file = p / "tokenizer.json"
+    if tok_file.is_file() and data.tokenizer is not None:
+        from ..data.tokenizer import SQLTokenizer
+        theirs = SQLTokenizer.load_for_model(tok_file, cfg.model.vocab_size)
+        if theirs.fingerprint() != data.tokenizer.fingerprint():
+            raise CheckpointError(f"{p}/tokenizer.json differs from the data's tokenizer: the weights "
+                                  f"would see other token ids (prepare the data with this config, "
+                                  f"whose model.init_from makes it use that tokenizer)")
+
+
 def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
           output_dir: str | Path | None = None, resume_from: str | Path | None = None,
           init_weights_from: str | Path | None = None, check_memory: bool = True) -> TrainResult:
@@ -374,9 +393,11 @@ def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
     optimizer = make_optimizer(t)
     batcher = Batcher(len(data.train), t.seed)
     start_step, best_em, tokens_done = 0, -1.0, 0
-    if init_weights_from or cfg.model.init_from:
-        load_weights(model, init_weights_from or cfg.model.init_from)
-        log.info("initialized weights from %s", init_weights_from or cfg.model.init_from)
+    init = init_weights_from or cfg.model.init_from
+    if init:
+        _check_init_source(init, cfg, data)
+        load_weights(model, init)
+        log.info("initialized weights from %s (weights only: step 0, fresh optimizer)", init)
     if resume_from:
         load_weights(model, resume_from)
         st = load_state(resume_from)
