@@ -84,7 +84,9 @@ def test_accumulation_4x2_equals_batch_8():
         mx.eval(m.parameters())
         results.append((acc, m.parameters()))
     assert max_abs_diff(results[0][0], results[1][0]) < 1e-5      # same gradient
-    assert max_abs_diff(results[0][1], results[1][1]) < 1e-5      # same update
+    # Same update: AdamW's first step is lr * g / (|g| + eps) per element, so elements whose
+    # gradient is ~eps amplify float rounding; 1% of lr is far below any real difference.
+    assert max_abs_diff(results[0][1], results[1][1]) < 0.01 * cfg8.training.learning_rate
 
 
 @pytest.mark.parametrize("kind", ["cosine", "linear", "constant"])

@@ -26,6 +26,9 @@ def lr_at(step, t: TrainingConfig):
 
 
 def make_optimizer(t: TrainingConfig) -> optim.Optimizer:
+    # Bias-corrected, as PyTorch's and Hugging Face's AdamW: without it (MLX's default) the
+    # first updates are lr*(1-b1)/sqrt(1-b2), 3.2x lr at adam_beta2 0.999, so changing a beta
+    # would silently change the early effective learning rate.
     return optim.AdamW(learning_rate=lambda step: lr_at(step, t),
                        betas=[t.adam_beta1, t.adam_beta2], eps=t.adam_epsilon,
-                       weight_decay=t.weight_decay)
+                       weight_decay=t.weight_decay, bias_correction=True)
