@@ -1,7 +1,7 @@
 """Does a data recipe teach the model to copy schema names? A short from-scratch run per
 recipe on Spider, then on the validation split (unseen databases): exact match, valid SQL,
 eval loss and where the written table names come from (own schema / training schemas only /
-invented; `vantage_core.eval.metrics.table_name_sources`), an early signal of copying.
+invented; `vantage_core.eval.scoring.table_name_sources`), an early signal of copying.
 
     python bench/spider_copy_probe.py --steps 300 --recipes baseline,novel4,novel4-only
     python bench/spider_copy_probe.py --config configs/spider_gpu.yaml --steps 1200   # on the GPU
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     from vantage_core.config import load_config
     from vantage_core.data.prepare import prepare_data
     from vantage_core.eval.evaluate import load_checkpoint_model
-    from vantage_core.eval.metrics import table_name_sources
+    from vantage_core.eval.scoring import table_name_sources
     from vantage_core.train.trainer import evaluate, train
 
     rows = []

@@ -25,18 +25,20 @@ case "$1" in
     steps=$2; shift 2
     mkdir -p "$OUT/recipes"
     for name in "$@"; do
+      over=$(recipe "$name") || exit 2   # $(...) alone would swallow recipe's exit
       # shellcheck disable=SC2046
       python3 -m vantage_core.cli.train --config configs/spider_gpu.yaml --data_dir spider:.spider \
         --output_dir "/tmp/recipes/$name" --num_train_steps "$steps" --no-progress --no-tensorboard \
-        --set training.eval_steps=$((steps / 2)) --set training.warmup_steps=100 $(recipe "$name") ${EXTRA:-} \
+        --set training.eval_steps=$((steps / 2)) --set training.warmup_steps=100 $over ${EXTRA:-} \
         2>&1 | tee "$OUT/recipes/$name.log"
       cp "/tmp/recipes/$name/metrics.jsonl" "$OUT/recipes/$name.metrics.jsonl" || true
     done ;;
   sweep)
+    over=$(recipe "${RECIPE:-baseline}") || exit 2
     # shellcheck disable=SC2046
     python3 -m studies joint --model configs/spider_gpu.yaml --ranges configs/spider_ranges.yaml \
       --trials 12 --steps-per-trial "$2" --timeout "$3" --pruner median --storage "$STORE" \
-      --study-name "$STUDY" --out /tmp/sweeps --set training.eval_steps=200 $(recipe "${RECIPE:-baseline}") \
+      --study-name "$STUDY" --out /tmp/sweeps --set training.eval_steps=200 $over \
       2>&1 | tee "$OUT/sweep.log"
     cp -r "/tmp/sweeps/$STUDY/report" "$OUT/report" 2>/dev/null || true ;;
   promote)

@@ -21,6 +21,8 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from vantage_core.fileio import atomic_write
+
 from . import plots
 from .data import METRICS, StudyData, load_study_data
 from .diagnosis import MODES, diagnose_trial
@@ -662,20 +664,6 @@ def build_report(study: optuna.Study, *, storage_url: str | None = None) -> Repo
                   timings=timings)
 
 
-def _atomic_write(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        if isinstance(data, bytes):
-            tmp.write_bytes(data)
-        else:
-            tmp.write_text(data, encoding="utf-8")
-        tmp.replace(path)
-    except OSError as e:  # disk full, quota, permissions: the previous file stays as it was
-        tmp.unlink(missing_ok=True)
-        from vantage_core.errors import VantageError
-        raise VantageError(f"{path}: cannot write the report ({e.strerror or e})") from None
-
-
 def _md_table(df: pd.DataFrame) -> str:
     if not len(df):
         return "(empty)"
@@ -709,11 +697,11 @@ def write_report(study: optuna.Study, out_dir: str | Path, *, storage_url: str |
     t = time.perf_counter()
     for name, df in report.csvs.items():
         if df is not None:
-            _atomic_write(out / name, df.to_csv(index=False))
+            atomic_write(out / name, df.to_csv(index=False), what="report")
     for name, png in report.images.items():
-        _atomic_write(out / name, png)
-    _atomic_write(out / "report.md", to_markdown(report))
-    _atomic_write(out / "report.html", to_html(report))
+        atomic_write(out / name, png, what="report")
+    atomic_write(out / "report.md", to_markdown(report), what="report")
+    atomic_write(out / "report.html", to_html(report), what="report")
     report.timings["write"] = time.perf_counter() - t
     log.info("report for %s in %s (%s)", study.study_name, out,
              ", ".join(f"{k} {v:.2f}s" for k, v in report.timings.items()))

@@ -195,6 +195,7 @@ def cmd_promote(args) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         head = (f"# Promoted from study '{args.study}', trial {rec['trial']} ({rec['steps']} steps): dev exact match "
                 f"{rec['dev_exact_match']:.3f} on {rec['dev_examples']} examples (vantage-sweep promote).\n")
-        path.write_text(head + rec["config"])
+        from vantage_core.fileio import atomic_write
+        atomic_write(path, head + rec["config"], what="promoted config")
         print(f"config: {path}")
     return 0

@@ -181,7 +181,7 @@ def test_cli_bad_input_is_one_line_exit_2(case, spider, tmp_path, capsys):
 
 def test_table_name_sources_tells_copied_from_recalled_names():
     from vantage_core.data.schema import Column, Schema, Table
-    from vantage_core.eval.metrics import table_name_sources
+    from vantage_core.eval.scoring import table_name_sources
     schemas = {"dev_db": Schema("dev_db", [Table("singer", [Column("name", "text", False)])]),
                "train_db": Schema("train_db", [Table("cinema", [Column("name", "text", False)])])}
     preds = ["SELECT count(*) FROM singer", "SELECT name FROM cinema JOIN stadiment ON 1", "garbage"]

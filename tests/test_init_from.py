@@ -131,11 +131,12 @@ def test_foreign_tokenizer_gets_the_prompt_tokens(tmp_path):
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tok.save(str(tmp_path / "tokenizer.json"))
     n = tok.get_vocab_size()
-    t = init_tokenizer(tmp_path, 2048)
+    from vantage_core.data.tokenizer import SQLTokenizer
+    t = SQLTokenizer.load_for_model(tmp_path / "tokenizer.json", 2048)
     assert t.vocab_size == n + 6 and t.end_id >= n and t.pad_id >= n    # appended, not reassigned
     assert t.encode("select name") == tok.encode("select name").ids
     with pytest.raises(DataError, match="beyond the model's vocab_size"):
-        init_tokenizer(tmp_path, n + 2)
+        SQLTokenizer.load_for_model(tmp_path / "tokenizer.json", n + 2)
 
 
 @pytest.mark.parametrize("key,value,hf_key", [("hidden_size", 32, "hidden_size"),

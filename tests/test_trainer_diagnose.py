@@ -72,6 +72,17 @@ def test_memory_prediction_parts_and_remedies():
         assert remedy in msg
 
 
+@pytest.mark.parametrize("impl", ["gather", "sorted"])
+def test_exact_size_moe_paths_predict_k_rows_per_token(impl):
+    # small: 16 experts top-2 at capacity 1.25 -> 2.5 expert rows per token; exact paths: 2.
+    cfg = load_config("small")
+    cap = predict_memory(cfg, fused_attention=False)
+    exact = predict_memory(cfg.replace(model={"moe_impl": impl}), fused_attention=False)
+    no_limit = predict_memory(cfg.replace(model={"expert_capacity": 0.0}), fused_attention=False)
+    assert exact["activations"] < cap["activations"] < no_limit["activations"]
+    assert exact["weights"] == cap["weights"]
+
+
 def test_prediction_bounds_the_measured_tiny_peak():
     """The prediction (all sequences at max_seq_length) is an upper bound of the measured
     peak of a real tiny training step, and not absurdly loose."""

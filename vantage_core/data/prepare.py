@@ -129,16 +129,19 @@ def _tokenizer_for(texts: list[str], vocab_size: int, cache: Path) -> SQLTokeniz
 
 def init_tokenizer(path: str | Path, vocab_size: int) -> SQLTokenizer:
     """The token ids the weights of `model.init_from` were trained with."""
+    from ..errors import CheckpointError
+    from ..export import is_hf_folder
+    from ..train.checkpoint import find_checkpoint
+
     p = Path(path).expanduser()
-    if not p.is_dir():
-        raise DataError(f"model.init_from: {p}: no such folder")
-    f = p / "tokenizer.json"
+    try:
+        ck = p if is_hf_folder(p) else find_checkpoint(p)   # (a crash between renames: .old)
+    except CheckpointError as e:
+        raise DataError(f"model.init_from: {e}") from None
+    f = ck / "tokenizer.json"
     if not f.is_file():
-        olds = sorted(p.parent.glob(f".{p.name}.old-*/tokenizer.json"))   # crash between renames
-        if not olds:
-            raise DataError(f"model.init_from: {p} has no tokenizer.json, so the token ids of its "
-                            f"weights are unknown")
-        f = olds[-1]
+        raise DataError(f"model.init_from: {ck} has no tokenizer.json, so the token ids of its "
+                        f"weights are unknown")
     return SQLTokenizer.load_for_model(f, vocab_size)
 
 

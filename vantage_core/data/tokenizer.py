@@ -15,6 +15,13 @@ EVIDENCE = "<|evidence|>"
 SPECIAL_TOKENS = [PAD, SCHEMA, QUESTION, SQL, END, EVIDENCE]
 
 
+def _read(path: str | Path) -> Tokenizer:
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises plain Exception subclasses
+        raise DataError(f"{path}: cannot load tokenizer ({e})") from None
+
+
 class SQLTokenizer:
     def __init__(self, tok: Tokenizer):
         self.tok = tok
@@ -49,19 +56,13 @@ class SQLTokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> "SQLTokenizer":
-        try:
-            return cls(Tokenizer.from_file(str(path)))
-        except Exception as e:  # tokenizers raises plain Exception subclasses
-            raise DataError(f"{path}: cannot load tokenizer ({e})") from None
+        return cls(_read(path))
 
     @classmethod
     def load_for_model(cls, path: str | Path, vocab_size: int) -> "SQLTokenizer":
         """The tokenizer of an existing model (model.init_from). A foreign tokenizer gets
         Vantage's prompt tokens added, which must still fit the model's embedding rows."""
-        try:
-            tok = Tokenizer.from_file(str(path))
-        except Exception as e:
-            raise DataError(f"{path}: cannot load tokenizer ({e})") from None
+        tok = _read(path)
         missing = [t for t in SPECIAL_TOKENS if tok.token_to_id(t) is None]
         if missing:
             tok.add_special_tokens(missing)

@@ -65,7 +65,8 @@ _DECODE_MODES = {"compiled": (True, True), "static": (True, False), "growing": (
 def _decode_mode(static_cache, compiled) -> tuple[bool, bool]:
     env = os.environ.get("VANTAGE_DECODE", "compiled").strip().lower() or "compiled"
     if env not in _DECODE_MODES:
-        raise ValueError(f"VANTAGE_DECODE={env!r}: choose one of {', '.join(_DECODE_MODES)}")
+        from ..errors import ConfigError
+        raise ConfigError(f"VANTAGE_DECODE={env!r}: choose one of {', '.join(_DECODE_MODES)}")
     s_env, c_env = _DECODE_MODES[env]
     static_cache = s_env if static_cache is None else bool(static_cache)
     compiled = c_env if compiled is None else bool(compiled)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -120,32 +119,3 @@ def format_summary(df: pd.DataFrame) -> str:
         lines.append(f"{level:<10} {int(r['count']):>6} {pct(r['exact_match'])} {ci:>15} "
                      f"{pct(r['valid_sql'])} {pct(r['execution'])} {int(r['execution_count']):>7}")
     return "\n".join(lines)
-
-
-_TABLE_REF = re.compile(r"\b(?:FROM|JOIN)\s+[`\"\[]?([A-Za-z_][A-Za-z0-9_]*)", re.I)
-
-
-def table_name_sources(preds: list[str], db_ids: list[str], schemas: dict[str, Schema],
-                       train_db_ids: set[str]) -> dict[str, float]:
-    """Where the table names a model writes come from, an early signal of copying (it moves
-    long before exact match does): the share of FROM/JOIN references naming a table of the
-    question's own schema (`own`), only a training database's table (`train_only`: recalled,
-    not copied), or neither (`invented`). Read off the text, so unparseable predictions count."""
-    train_tables: set[str] = set()
-    for d in train_db_ids:
-        if d in schemas:
-            train_tables |= {t.name.lower() for t in schemas[d].tables}
-    own = train_only = invented = 0
-    for pred, db in zip(preds, db_ids):
-        mine = {t.name.lower() for t in schemas[db].tables} if db in schemas else set()
-        for name in _TABLE_REF.findall(pred or ""):
-            name = name.lower()
-            if name in mine:
-                own += 1
-            elif name in train_tables:
-                train_only += 1
-            else:
-                invented += 1
-    n = own + train_only + invented
-    share = (lambda k: k / n) if n else (lambda k: 0.0)
-    return {"own": share(own), "train_only": share(train_only), "invented": share(invented), "n": n}

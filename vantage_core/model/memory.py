@@ -54,8 +54,11 @@ def _activation_bytes_per_layer(cfg: Config, tokens: int, seq: int, fused_attent
     D, H, KV = m.hidden_size, m.num_attention_heads, m.num_key_value_heads
     hd = D // H
     E, k, F = m.num_experts, m.num_experts_per_token, m.intermediate_size
-    cf = m.expert_capacity if m.expert_capacity > 0 else E / k
-    slots = min(cf * k, E)  # capacity slots per token (E*C / N); never more than E
+    if m.moe_impl in ("gather", "sorted"):
+        slots = k           # exact per-expert sizes: k rows per token, no padding
+    else:
+        cf = m.expert_capacity if m.expert_capacity > 0 else E / k
+        slots = min(cf * k, E)  # capacity slots per token (E*C / N); never more than E
     attn = (D            # input norm out
             + D + 2 * KV * hd   # q, k, v
             + (2 * H if fused_attention else 2 * H * seq)  # logsumexp, or scores + probabilities

@@ -224,7 +224,7 @@ def evaluate(model, cfg: Config, data: PreparedData, *, step: int = 0) -> dict[s
     """Eval loss/perplexity on the eval slice (teacher forced) and greedy-decoded exact match."""
     from ..eval.generate import generate_greedy
     from ..eval.scoring import quick_scores
-    from ..eval.metrics import table_name_sources
+    from ..eval.scoring import table_name_sources
 
     model.eval()
     tok = data.tokenizer
