@@ -118,7 +118,8 @@ def test_decode_mode_env(tiny, monkeypatch):
         assert G._decode_mode(None, None) == G._DECODE_MODES[mode]
         assert generate_greedy(model, prompts, **kw) == ref
     monkeypatch.setenv("VANTAGE_DECODE", "fast")
-    with pytest.raises(ValueError, match="VANTAGE_DECODE"):
+    from vantage_core.errors import ConfigError
+    with pytest.raises(ConfigError, match="VANTAGE_DECODE='fast': choose one of"):
         generate_greedy(model, prompts, **kw)
 
 
@@ -146,3 +147,25 @@ def test_static_kv_cache_writes_in_place():
     assert mx.all(fk[:, :, 6:] == 0).item()
     with pytest.raises(ValueError, match="max_len"):
         StaticKVCache(4).update_and_fetch(k0, v0)
+
+
+def test_compiled_step_is_built_once_per_model_and_sees_new_weights(tiny, monkeypatch):
+    """Evaluations during training reuse one compiled decode step per model (no retrace per
+    evaluation), and that step decodes with the weights the model holds at call time."""
+    model, prompts = tiny
+    built = []
+    real = G.mx.compile
+    monkeypatch.setattr(G.mx, "compile", lambda f, **kw: built.append(f) or real(f, **kw))
+    fresh = MoETransformer(load_config("tiny").model)
+    fresh.update(model.parameters())
+    kw = dict(pad_id=PAD, end_id=-1, max_new_tokens=5, static_cache=True, compiled=True)
+    a = generate_greedy(fresh, prompts[:4], **kw)
+    assert generate_greedy(fresh, prompts[:4], **kw) == a
+    generate_beam_batched(fresh, prompts[:2], num_beams=2, **kw)
+    generate_beam_batched(fresh, prompts[:2], num_beams=2, **kw)
+    assert len(built) == 2                      # one greedy step, one beam-2 step
+    fresh.lm_head.weight = -fresh.lm_head.weight        # what a training step does: new arrays
+    b = generate_greedy(fresh, prompts[:4], **kw)
+    assert b != a
+    assert b == generate_greedy(fresh, prompts[:4], **{**kw, "static_cache": False, "compiled": False})
+    assert len(built) == 2

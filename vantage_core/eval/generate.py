@@ -109,6 +109,16 @@ def _beam_top(scores: mx.array, logp: mx.array, K: int):
     return top, mx.take_along_axis(flat, top, axis=-1)
 
 
+def _per_model(model, key, build):
+    """One compiled decode step per model and kind, kept on the model: every evaluation of a
+    training run reuses the traces of earlier ones (a retrace costs seconds per shape on the
+    GPU). Safe because the step reads the weights at each call (inputs=model.state)."""
+    steps = model.__dict__.setdefault("_vantage_decode_steps", {})
+    if key not in steps:
+        steps[key] = build()
+    return steps[key]
+
+
 def _greedy_step_fn(model, compiled: bool):
     def step(tokens, pos, valid_full, keys, values):
         logits, keys, values = _static_forward(model, tokens, pos, valid_full, keys, values)
@@ -143,7 +153,8 @@ def generate_greedy(model, prompts: list[list[int]], *, pad_id: int, end_id: int
     `compiled` pick the cache path (module docstring)."""
     static_cache, compiled = _decode_mode(static_cache, compiled)
     model.eval()
-    step_fn = _greedy_step_fn(model, compiled) if static_cache else None
+    step_fn = _per_model(model, ("greedy", compiled), lambda: _greedy_step_fn(model, compiled)) \
+        if static_cache else None
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[list[int]] = [[] for _ in prompts]
     s = 0
@@ -273,7 +284,8 @@ def generate_beam_batched(model, prompts: list[list[int]], *, pad_id: int, end_i
     static_cache, compiled = _decode_mode(static_cache, compiled)
     model.eval()
     K = num_beams
-    step_fn = _beam_step_fn(model, K, compiled) if static_cache else None
+    step_fn = _per_model(model, ("beam", K, compiled), lambda: _beam_step_fn(model, K, compiled)) \
+        if static_cache else None
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[list[tuple[list[int], float]]] = [[] for _ in prompts]
     s = 0
