@@ -160,3 +160,16 @@ def test_non_mixtral_folder_is_refused(stage1, tmp_path):
     with pytest.raises(CheckpointError, match="model_type is 'llama'"):
         train(tiny_cfg(training={"num_train_steps": 1}, model={"init_from": str(tmp_path / "hf")}),
               tiny_data(), [], check_memory=False)
+
+
+def test_sharded_folder_reads_only_the_indexed_shards_and_names_a_broken_one(tmp_path):
+    _foreign_mixtral(tmp_path, "float32", "200KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    (tmp_path / "consolidated.safetensors").write_bytes(b"not a safetensors file")   # Mistral-style extra
+    m = MoETransformer(tiny_cfg().model)
+    load_weights(m, tmp_path)                     # the index names the shards; the extra is not read
+    shard = sorted(tmp_path.glob("model-*.safetensors"))[0]
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(CheckpointError) as e:
+        load_weights(m, tmp_path)
+    assert str(e.value).startswith(str(shard)) and "unreadable" in str(e.value) and "\n" not in str(e.value)

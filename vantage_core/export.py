@@ -23,7 +23,7 @@ import mlx.core as mx
 from .config import Config
 from .data.tokenizer import END, PAD
 from .errors import CheckpointError
-from .train.checkpoint import find_checkpoint, load_checkpoint_config
+from .train.checkpoint import find_checkpoint, load_checkpoint_config, read_safetensors
 
 _EXPERT = re.compile(r"^(model\.layers\.\d+\.block_sparse_moe)\.experts\.switch_mlp\.(gate|up|down)_proj\.weight$")
 _HF_NAME = {"gate": "w1", "down": "w2", "up": "w3"}
@@ -91,10 +91,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, overwrite:
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise CheckpointError(f"{out}: exists and is not empty (use --overwrite)")
-    try:
-        weights = mx.load(str(ck / "model.safetensors"))
-    except Exception as e:
-        raise CheckpointError(f"{ck}/model.safetensors: unreadable ({e})") from None
+    weights = read_safetensors(ck / "model.safetensors")
     tmp = out.parent / f".{out.name}.export-tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -176,12 +173,17 @@ def load_hf_weights(path: str | Path) -> dict[str, mx.array]:
     [E, out, in] switch_mlp gate/down/up tensors. Weights come back as float32 (the
     master-weight dtype), whatever dtype the files hold."""
     p = Path(path)
-    raw: dict[str, mx.array] = {}
-    for f in sorted(p.glob("*.safetensors")):
+    index = p / "model.safetensors.index.json"
+    if index.is_file():   # only the shards it names (a folder may also hold consolidated.safetensors)
         try:
-            raw.update(mx.load(str(f)))
-        except Exception as e:
-            raise CheckpointError(f"{f}: unreadable ({e})") from None
+            files = sorted({p / f for f in json.loads(index.read_text())["weight_map"].values()})
+        except (OSError, ValueError, KeyError, AttributeError) as e:
+            raise CheckpointError(f"{index}: unreadable ({e})") from None
+    else:
+        files = sorted(p.glob("*.safetensors"))
+    raw: dict[str, mx.array] = {}
+    for f in files:
+        raw.update(read_safetensors(f))
     out: dict[str, mx.array] = {}
     experts: dict[tuple[str, str], dict[int, mx.array]] = {}
     for k, v in raw.items():

@@ -88,6 +88,13 @@ def load_checkpoint_config(path: str | Path) -> Config:
         raise CheckpointError(f"{path}: no config.yaml") from None
 
 
+def read_safetensors(path: str | Path) -> dict[str, mx.array]:
+    try:
+        return mx.load(str(path))
+    except Exception as e:  # MLX raises RuntimeError/ValueError with multi-line text
+        raise CheckpointError(f"{path}: unreadable ({' '.join(str(e).split())})") from None
+
+
 def load_weights(model, path: str | Path, *, strict: bool = True) -> None:
     """Weights from a Vantage checkpoint folder or a Hugging Face Mixtral folder (e.g.
     `vantage-export`'s output, sharded or not, any float dtype)."""
@@ -102,10 +109,7 @@ def load_weights(model, path: str | Path, *, strict: bool = True) -> None:
         weights = {k: v for k, v in weights.items() if k in have}            # e.g. lm_head when we tie
     else:
         path = find_checkpoint(path)
-        try:
-            weights = mx.load(str(path / "model.safetensors"))
-        except Exception as e:
-            raise CheckpointError(f"{path}/model.safetensors: unreadable ({e})") from None
+        weights = read_safetensors(path / "model.safetensors")
     for k, v in weights.items():
         if k in have and have[k].shape != v.shape:
             raise CheckpointError(f"{path}: parameter {k} has shape {tuple(v.shape)}, the model "
