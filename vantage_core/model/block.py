@@ -50,7 +50,7 @@ class SparseMoE(nn.Module):
             y, dropped = self.experts.capacity(flat, r.inds, r.scores, self.capacity_factor,
                                                self.expert_dropout, self.training)
         elif self.impl == "sorted" and self.training:
-            y, dropped = self.experts.sorted_exact(flat, r.inds, r.scores, self.expert_dropout,
+            y, dropped = self.experts.sorted_exact(flat, r.inds, r.scores, r.counts, self.expert_dropout,
                                                    self.training), mx.array(0.0)
         else:
             y, dropped = self.experts.gather(flat, r.inds, r.scores), mx.array(0.0)

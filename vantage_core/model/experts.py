@@ -70,18 +70,17 @@ class Experts(nn.Module):
         return y, dropped
 
 
-    def sorted_exact(self, x: mx.array, inds: mx.array, scores: mx.array,
+    def sorted_exact(self, x: mx.array, inds: mx.array, scores: mx.array, counts: mx.array,
                      dropout: float = 0.0, training: bool = False) -> mx.array:
         N, D = x.shape
         k = inds.shape[-1]
         m = self.switch_mlp
         E = m.gate_proj.weight.shape[0]
         flat = mx.stop_gradient(inds.reshape(-1))                               # [Nk], a = n*k + j
-        order = mx.argsort(flat)                                                # [Nk] sorted by expert
-        inv = mx.argsort(order)                                                 # [Nk]
-        counts = mx.zeros((E,), mx.int32).at[flat].add(1)
-        sizes = counts.tolist()                                                 # host sync (one per layer)
-        xs = _permute_in(x, order.astype(mx.int32), inv.astype(mx.int32))       # [Nk, D]
+        order = mx.argsort(flat).astype(mx.int32)                               # [Nk] sorted by expert
+        inv = mx.argsort(order).astype(mx.int32)                                # [Nk]
+        sizes = counts.astype(mx.int32).tolist()    # the router's [E] counts; host sync (one per layer)
+        xs = _permute_in(x, order, inv)                                         # [Nk, D]
         cuts = list(itertools.accumulate(sizes))[:-1]
         parts = mx.split(xs, cuts, axis=0) if cuts else [xs]
         wg = mx.split(m.gate_proj.weight, E, axis=0)                            # E x [1, F, D]
@@ -96,7 +95,7 @@ class Experts(nn.Module):
                 h = h * rng.bernoulli(1.0 - dropout, h.shape).astype(h.dtype) / (1.0 - dropout)
             ys.append(h @ wd[e][0].T)                                           # [n_e, D]
         ys = mx.concatenate(ys, axis=0) if len(ys) > 1 else ys[0]               # [Nk, D]
-        yk = _permute_out(ys, order.astype(mx.int32), inv.astype(mx.int32)).reshape(N, k, D)
+        yk = _permute_out(ys, order, inv).reshape(N, k, D)
         return (yk * scores[..., None].astype(yk.dtype)).sum(axis=1)            # [N, D]
 
 

@@ -286,9 +286,13 @@ def make_train_step(model, optimizer, cfg: Config):
         optimizer.update(model, grads)
         return norm
 
-    def step(inputs, positions, targets, weights):
-        (loss, aux), grads = grad_fn(model, inputs, positions, targets, weights)
-        return loss, aux, apply(grads)
+    def step_with(apply_fn):
+        def step(inputs, positions, targets, weights):
+            (loss, aux), grads = grad_fn(model, inputs, positions, targets, weights)
+            return loss, aux, apply_fn(grads)
+        return step
+
+    step = step_with(apply)
 
     if not t.compile:
         return micro, apply, step
@@ -297,11 +301,7 @@ def make_train_step(model, optimizer, cfg: Config):
         # Its expert sizes are read back mid-forward (new shapes every step): only the
         # optimizer update is compiled.
         capply = mx.compile(apply, inputs=state, outputs=state)
-
-        def step_sorted(inputs, positions, targets, weights):
-            (loss, aux), grads = grad_fn(model, inputs, positions, targets, weights)
-            return loss, aux, capply(grads)
-        return micro, capply, step_sorted
+        return micro, capply, step_with(capply)
     return (mx.compile(micro, inputs=state, outputs=state), mx.compile(apply, inputs=state, outputs=state),
             mx.compile(step, inputs=state, outputs=state))
 
