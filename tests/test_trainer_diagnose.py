@@ -108,3 +108,20 @@ def test_prediction_bounds_the_measured_tiny_peak():
     pred = predict_memory(full, fused_attention=False)["peak"]
     print(f"tiny step: measured {measured / 2**20:.1f} MiB, predicted {pred / 2**20:.1f} MiB")
     assert measured <= pred <= 4 * measured
+
+
+def test_progress_bar_shows_steps_loss_lr_and_tokens_per_second():
+    import io
+
+    from rich.console import Console
+
+    from vantage_core.train.callbacks import ProgressBar
+    buf = io.StringIO()
+    bar = ProgressBar(10, start_step=2, enabled=True,
+                      console=Console(file=buf, force_terminal=True, width=160, color_system=None))
+    bar.on_train_report({"step": 3, "train/loss": 1.2345, "train/learning_rate": 1e-3,
+                         "train/tokens_per_sec": 12345.6})
+    bar.close()
+    out = buf.getvalue()
+    assert "3/10" in out and "loss 1.2345" in out and "lr 1.00e-03" in out and "12,346 tok/s" in out
+    assert ProgressBar(10, enabled=False).progress is None     # off (e.g. not a TTY, in sweeps)

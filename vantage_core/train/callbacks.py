@@ -150,7 +150,8 @@ class ProgressBar(BaseCallback):
     """Rich progress bar with loss, learning rate and tokens/s; off when stderr is not a TTY
     (or `enabled=False`, e.g. inside sweeps)."""
 
-    def __init__(self, total_steps: int, *, start_step: int = 0, enabled: bool | None = None):
+    def __init__(self, total_steps: int, *, start_step: int = 0, enabled: bool | None = None,
+                 console=None):
         import sys
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
         self.progress = None
@@ -160,7 +161,7 @@ class ProgressBar(BaseCallback):
                                    TimeElapsedColumn, TimeRemainingColumn)
         self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TimeRemainingColumn(),
-                                 TextColumn("{task.fields[info]}"), transient=False)
+                                 TextColumn("{task.fields[info]}"), transient=False, console=console)
         self.task = self.progress.add_task("train", total=total_steps, completed=start_step, info="")
         self.progress.start()
 
