@@ -223,8 +223,7 @@ def _expert_stats(counts: np.ndarray) -> dict[str, Any]:
 def evaluate(model, cfg: Config, data: PreparedData, *, step: int = 0) -> dict[str, Any]:
     """Eval loss/perplexity on the eval slice (teacher forced) and greedy-decoded exact match."""
     from ..eval.generate import generate_greedy
-    from ..eval.scoring import quick_scores
-    from ..eval.scoring import table_name_sources
+    from ..eval.scoring import quick_scores, table_name_sources
 
     model.eval()
     tok = data.tokenizer
