@@ -31,6 +31,8 @@ IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
 
 @pytest.fixture(scope="module")
 def spider():
+    if not HAS_SPIDER:
+        pytest.skip("shared Spider data absent")
     from vantage_core.data.spider import load_spider
     return load_spider(SPIDER)
 
