@@ -168,8 +168,8 @@ def check_hf_config(path: str | Path, model_cfg) -> list[str]:
 
 
 def load_hf_weights(path: str | Path) -> dict[str, mx.array]:
-    """Every *.safetensors in a Hugging Face Mixtral folder (sharded or not), renamed to
-    Vantage's parameter names: each layer's per-expert w1/w2/w3 are stacked into the
+    """The weights of a Hugging Face Mixtral folder (the shards its index names, else every
+    *.safetensors), renamed to Vantage's parameter names: each layer's per-expert w1/w2/w3 are stacked into the
     [E, out, in] switch_mlp gate/down/up tensors. Weights come back as float32 (the
     master-weight dtype), whatever dtype the files hold."""
     p = Path(path)

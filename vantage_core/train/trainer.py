@@ -320,9 +320,9 @@ def _write_status(out: Path | None, status: str, **extra) -> None:
     if out is None:
         return
     import json
-    tmp = out / ".run_status.json.tmp"
-    tmp.write_text(json.dumps({"status": status, **extra}, indent=1))
-    tmp.replace(out / "run_status.json")
+
+    from ..fileio import atomic_write
+    atomic_write(out / "run_status.json", json.dumps({"status": status, **extra}, indent=1), what="run status")
 
 
 def _ck_state(step, batcher, best_em, tokens_done, extra=None):
