@@ -118,6 +118,9 @@ PARAM_KEYS = {
     "expert_dropout": ("model", "expert_dropout"),
     "batch_size": ("training", "batch_size"),
     "num_experts_per_token": ("model", "num_experts_per_token"),
+    "upcycle_router_init_std": ("model", "upcycle_router_init_std"),
+    "upcycle_expert_noise": ("model", "upcycle_expert_noise"),
+    "upcycle_drop_fraction": ("model", "upcycle_drop_fraction"),
 }
 
 

@@ -63,6 +63,24 @@ def topk_ranges(base: Config) -> dict[str, Range]:
                                            choices=tuple(k for k in (1, 2) if k <= base.model.num_experts))}
 
 
+def upcycle_ranges(base: Config) -> dict[str, Range]:
+    # Sparse upcycling's diversity options (model.upcycle_*), around Drop-Upcycling's r = 0.5.
+    return {"upcycle_router_init_std": Range(1e-3, 0.1, log=True),
+            "upcycle_expert_noise": Range(0.0, 0.05),
+            "upcycle_drop_fraction": Range(0.0, 0.5)}
+
+
+def finetune_ranges(base: Config) -> dict[str, Range]:
+    # Fine-tuning a pretrained start (dense or upcycled): lr 3e-5 .. 1e-3, warmup 0-10% of steps.
+    n = base.training.num_train_steps
+    return {"learning_rate": Range(3e-5, 1e-3, log=True),
+            "warmup_steps": Range(0, max(1, n // 10), kind="int")}
+
+
+def pretrained_ranges(base: Config) -> dict[str, Range]:
+    return {**finetune_ranges(base), **aux_ranges(base), **capacity_ranges(base), **upcycle_ranges(base)}
+
+
 SPACES: dict[str, SearchSpace] = {s.name: s for s in [
     SearchSpace("lr", "learning rate (log), the guide's band per model size widened 2x", lr_ranges, apply_params),
     SearchSpace("warmup", "warmup steps: the guide's 1-2% of num_train_steps widened 2x (0.5-4%)", warmup_ranges, apply_params),
@@ -74,4 +92,10 @@ SPACES: dict[str, SearchSpace] = {s.name: s for s in [
     SearchSpace("expert-dropout", "expert dropout 0-0.3", dropout_ranges, apply_params),
     SearchSpace("batch-size", "effective batch size 8-64 (large: 16-128; per-step batch at fixed accumulation)", batch_ranges, apply_params),
     SearchSpace("top-k", "experts per token, 1 or 2", topk_ranges, apply_params),
+    SearchSpace("upcycle", "upcycling options: router init std, noise on expert copies, Drop-Upcycling share",
+                upcycle_ranges, apply_params),
+    SearchSpace("finetune", "fine-tuning a pretrained start (dense too): lr 3e-5-1e-3 (log), warmup 0-10%",
+                finetune_ranges, apply_params),
+    SearchSpace("pretrained", "fine-tuning a pretrained start: lr 3e-5-1e-3 (log), warmup 0-10%, aux-loss, "
+                "capacity and the upcycling options", pretrained_ranges, apply_params),
 ]}

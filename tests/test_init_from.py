@@ -155,9 +155,9 @@ def test_non_mixtral_folder_is_refused(stage1, tmp_path):
     import shutil
     shutil.copytree(stage1 / "hf", tmp_path / "hf")
     c = json.loads((tmp_path / "hf" / "config.json").read_text())
-    c["model_type"] = "llama"
+    c["model_type"] = "gpt_neox"
     (tmp_path / "hf" / "config.json").write_text(json.dumps(c))
-    with pytest.raises(CheckpointError, match="model_type is 'llama'"):
+    with pytest.raises(CheckpointError, match="model_type is .gpt_neox."):
         train(tiny_cfg(training={"num_train_steps": 1}, model={"init_from": str(tmp_path / "hf")}),
               tiny_data(), [], check_memory=False)
 

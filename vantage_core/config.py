@@ -17,7 +17,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, VantageError
 
 NAMED_CONFIGS = ("tiny", "small", "medium", "large")
 
@@ -48,7 +48,16 @@ class ModelConfig:
     # "capacity": dense [experts, capacity, hidden] dispatch with batched matmuls (fast
     # path); "gather": mlx-lm SwitchGLU gather_mm, never drops (reference path).
     moe_impl: Literal["capacity", "gather", "sorted"] = "capacity"
+    # Start from weights: a Vantage checkpoint or export, a Hugging Face Mixtral or Llama folder,
+    # a Llama GGUF file, or an installed alias (smollm2-135m). A dense source (Llama, GGUF) fixes
+    # the architecture keys and is upcycled into num_experts copies of its FFN
+    # (vantage_core/model/pretrained.py).
     init_from: Optional[str] = None
+    # Upcycling options (dense sources only): router init std, multiplicative noise on each
+    # expert copy, and the share of each expert's FFN neurons re-initialised (Drop-Upcycling).
+    upcycle_router_init_std: float = 0.02
+    upcycle_expert_noise: float = 0.0
+    upcycle_drop_fraction: float = 0.0
 
 
 @dataclass
@@ -64,6 +73,9 @@ class DataConfig:
     max_eval_examples: int = 64
     tokenizer_vocab_size: int = 0  # 0: use model.vocab_size
     include_sample_values: bool = False
+    # How the prompt lists a schema: "compact" (one line), "lines" (one table(col, ...) line per
+    # table, the pretrained chat prompt) or "lines_keys" (with column types, keys, foreign keys).
+    schema_format: Literal["compact", "lines", "lines_keys"] = "compact"
     augmentation_prob: float = 0.0
     # Schema renaming (vantage_core/data/augment.py): the chance a training example gets
     # renamed copies (tables/columns renamed in schema, SQL and question together).
@@ -120,6 +132,9 @@ class TrainingConfig:
     # max_seq_length). Each distinct padded length is one more trace of the compiled step
     # (seconds each for a GPU model), so coarser multiples trade padding for compile time.
     pad_to_multiple_of: int = 32
+    # Batches of similar-length sequences (shuffled windows of 16 batches sorted by length, as
+    # Hugging Face Trainer's group_by_length): less padding, same examples per epoch.
+    group_by_length: bool = False
 
 
 @dataclass
@@ -260,7 +275,9 @@ def validate(cfg: Config, source: str = "<config>") -> Config:
     for key in ("router_aux_loss_coef", "router_z_loss_coef"):
         if getattr(m, key) < 0:
             bad(f"model.{key}", f"must be >= 0, got {getattr(m, key)}")
-    for key in ("expert_dropout", "hidden_dropout"):
+    if m.upcycle_router_init_std < 0 or m.upcycle_expert_noise < 0:
+        bad("model.upcycle_router_init_std", "upcycle_router_init_std and upcycle_expert_noise must be >= 0")
+    for key in ("expert_dropout", "hidden_dropout", "upcycle_drop_fraction"):
         if not 0 <= getattr(m, key) < 1:
             bad(f"model.{key}", f"must be in [0, 1), got {getattr(m, key)}")
     for key in ("batch_size", "gradient_accumulation_steps", "num_train_steps", "max_seq_length",
@@ -322,6 +339,16 @@ def config_from_dict(data: dict[str, Any] | None, source: str = "<dict>") -> Con
     for key in data:
         if key not in SECTIONS:
             raise ConfigError(f"{source}: unknown key '{key}' (sections: {', '.join(SECTIONS)})")
+    model = data.get("model") or {}
+    if isinstance(model, dict) and model.get("init_from"):
+        from .model import pretrained   # a dense source fixes the architecture keys
+        if pretrained.is_dense_source(model["init_from"]):
+            try:
+                data = {**data, "model": pretrained.apply_architecture(model, source)}
+            except ConfigError:
+                raise
+            except VantageError as e:
+                raise ConfigError(f"{source}: model.init_from: {e}") from None
     parts = {name: _build_section(cls, data.get(name) or {}, source, name)
              for name, cls in SECTIONS.items()}
     return validate(Config(**parts), source)

@@ -152,7 +152,7 @@ def check_hf_config(path: str | Path, model_cfg) -> list[str]:
         raise CheckpointError(f"{f}: unreadable ({e})") from None
     if c.get("model_type") != "mixtral":
         raise CheckpointError(f"{f}: model_type is {c.get('model_type')!r}; model.init_from needs a "
-                              f"Mixtral-layout model (model_type \"mixtral\")")
+                              f"Mixtral-layout model (model_type \"mixtral\") or a dense Llama (\"llama\") to upcycle")
     for hf_key, key in _SHAPE_KEYS.items():
         want = getattr(model_cfg, key)
         if hf_key in c and c[hf_key] != want:

@@ -41,7 +41,12 @@ def _score_parser() -> argparse.ArgumentParser:
 def _generate_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="vantage-eval", description="Generate SQL with a checkpoint and score it "
                 "(use `vantage-eval score ...` to score an existing prediction file).")
-    p.add_argument("--checkpoint", required=True, type=Path, help="a Vantage checkpoint folder (e.g. run/checkpoint-best)")
+    p.add_argument("--checkpoint", required=True,
+                   help="a Vantage checkpoint folder (e.g. run/checkpoint-best), or, zero-shot, a pretrained "
+                        "source: smollm2-135m, a Llama GGUF file or a Hugging Face Llama folder")
+    p.add_argument("--config", default=None,
+                   help="with a pretrained source: the config it is built with (prompt format, eval keys); "
+                        "default: the source as it is (dense)")
     p.add_argument("--data_dir", required=True,
                    help="data: a Spider-layout folder, spider:PATH, synthetic, or a processed data folder")
     p.add_argument("--split", default="dev", choices=["dev", "validation"],
@@ -133,7 +138,7 @@ def _cmd_generate(args) -> int:
         raise VantageError("--num_beams and --limit must be >= 1")
     r = evaluate_checkpoint(args.checkpoint, args.data_dir, split=args.split, num_beams=args.num_beams,
                             limit=args.limit, output=args.output, pick_valid=not args.no_pick_valid,
-                            batch_size=args.batch_size)
+                            batch_size=args.batch_size, config=args.config)
     print(format_summary(r["summary"]))
     print(f"{r['examples']} examples in {r['seconds']:.1f}s generation "
           f"({r['examples'] / max(r['seconds'], 1e-9):.1f} examples/s)")

@@ -108,7 +108,7 @@ def _schema_texts(splits: DatasetSplits, cfg: Config, db_ids: set[str]) -> dict[
             p = splits.db_path(db)
             if p is not None:
                 vals = sample_values(p, schema)
-        out[db] = serialize_schema(schema, sample_values=vals)
+        out[db] = serialize_schema(schema, sample_values=vals, style=cfg.data.schema_format)
     return out
 
 
@@ -131,8 +131,14 @@ def init_tokenizer(path: str | Path, vocab_size: int) -> SQLTokenizer:
     """The token ids the weights of `model.init_from` were trained with."""
     from ..errors import CheckpointError
     from ..export import is_hf_folder
+    from ..model import pretrained
     from ..train.checkpoint import find_checkpoint
 
+    if pretrained.is_dense_source(path):
+        try:
+            return SQLTokenizer.from_pretrained(path)
+        except CheckpointError as e:
+            raise DataError(f"model.init_from: {e}") from None
     p = Path(path).expanduser()
     try:
         ck = p if is_hf_folder(p) else find_checkpoint(p)   # (a crash between renames: .old)

@@ -348,7 +348,8 @@ def preprocess(cfg: Config, data_dir: str | Path, output_dir: str | Path, *, num
                 except Exception:  # a corrupt database file: schema only
                     skipped.append({"source": "", "file": db_paths[db], "example": "",
                                     "reason": "database unreadable (schema only)"})
-    full_text = {db: serialize_schema(schemas[db], sample_values=values.get(db)) for db in used}
+    full_text = {db: serialize_schema(schemas[db], sample_values=values.get(db), style=cfg.data.schema_format)
+                 for db in used}
     timings["schema_s"] = time.perf_counter() - t
 
     # 3. tokenizer + encode ----------------------------------------------------------------
@@ -357,7 +358,11 @@ def preprocess(cfg: Config, data_dir: str | Path, output_dir: str | Path, *, num
     texts = [full_text[e.db_id] + " " + e.question + " " + (e.evidence + " " if e.evidence else "")
              + normalized[e.id] for e in train]
     texts += sorted({full_text[e.db_id] for e in valid + dev})  # schemas only: no held-out answers
-    tok = SQLTokenizer.train(texts, vocab)
+    if cfg.model.init_from:   # the token ids (and chat format) the weights were trained with
+        from .prepare import init_tokenizer
+        tok = init_tokenizer(cfg.model.init_from, cfg.model.vocab_size)
+    else:
+        tok = SQLTokenizer.train(texts, vocab)
     timings["tokenizer_s"] = time.perf_counter() - t
     L = cfg.training.max_seq_length
     budget = int(L * SCHEMA_BUDGET)
@@ -367,7 +372,7 @@ def preprocess(cfg: Config, data_dir: str | Path, output_dir: str | Path, *, num
         if len(tok.encode(s)) > budget:
             trimmed += 1
             if db in values:
-                s = serialize_schema(schemas[db])
+                s = serialize_schema(schemas[db], style=cfg.data.schema_format)
             ids = tok.encode(s)
             if len(ids) > budget:
                 s = tok.decode(ids[:budget]).rsplit(",", 1)[0]
@@ -623,7 +628,7 @@ def load_processed(cfg: Config, path: str | Path, *, tokenizer: SQLTokenizer | N
         splits.schemas = schemas
         for e in aug[len(base):]:
             if e.db_id not in schema_text:
-                schema_text[e.db_id] = serialize_schema(schemas[e.db_id])
+                schema_text[e.db_id] = serialize_schema(schemas[e.db_id], style=cfg.data.schema_format)
             en = encode_example(tok, schema_text[e.db_id], e.question, e.query, L, e.evidence)
             if en is None:
                 skipped["too_long"] += 1

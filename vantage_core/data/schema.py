@@ -157,12 +157,18 @@ def _sqlite_type(t: str) -> str:
 
 
 def serialize_schema(schema: Schema, *, sample_values: dict[tuple[str, str], list] | None = None,
-                     max_chars: int | None = None) -> str:
-    """Compact prompt form: ``table: col type pk, col type | fk: a.b = c.d``.
+                     max_chars: int | None = None, style: str = "compact") -> str:
+    """Prompt form of a schema (`data.schema_format`):
 
-    `max_chars` trims columns from the widest tables first (keeping keys) so that the schema
-    fits a token budget.
+    * ``compact``: ``table: col pk, col | fk: a.b = c.d`` on one line;
+    * ``lines``: one ``table(col, col, ...)`` line per table (the pretrained chat prompt);
+    * ``lines_keys``: the same with column types and keys, ``table(col int pk, ...)``, then
+      one ``foreign keys: a.b = c.d, ...`` line.
+
+    `max_chars` trims the compact form to a character budget.
     """
+    if style != "compact":
+        return _serialize_lines(schema, sample_values, keys=style == "lines_keys")
     lines = []
     for t in schema.tables:
         parts = []
@@ -183,6 +189,25 @@ def serialize_schema(schema: Schema, *, sample_values: dict[tuple[str, str], lis
     if max_chars is not None and len(text) > max_chars:
         text = text[:max_chars].rsplit(",", 1)[0]
     return text
+
+
+def _serialize_lines(schema: Schema, sample_values, keys: bool) -> str:
+    lines = []
+    for t in schema.tables:
+        cols = []
+        for c in t.columns:
+            s = c.name
+            if keys:
+                s += f" {c.type}" if getattr(c, "type", None) else ""
+                s += " pk" if c.primary_key else ""
+            if sample_values and (t.name, c.name) in sample_values and sample_values[(t.name, c.name)]:
+                s += " (" + ", ".join(str(v) for v in sample_values[(t.name, c.name)]) + ")"
+            cols.append(s)
+        lines.append(f"{t.name}(" + ", ".join(cols) + ")")
+    fk = [f"{f.table}.{f.column} = {f.ref_table}.{f.ref_column}" for f in schema.foreign_keys if f.ref_column]
+    if keys and fk:
+        lines.append("foreign keys: " + ", ".join(fk))
+    return "\n".join(lines)
 
 
 def load_spider_tables(path: str | Path) -> dict[str, Schema]:

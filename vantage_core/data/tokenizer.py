@@ -3,6 +3,7 @@ tokens for the prompt parts. Saved as tokenizer.json, loadable by `transformers`
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterable
 
@@ -23,14 +24,47 @@ def _read(path: str | Path) -> Tokenizer:
 
 
 class SQLTokenizer:
-    def __init__(self, tok: Tokenizer):
+    """Vantage's prompt format (``<|schema|> ... <|question|> ... <|sql|> SQL <|end|>``) or, with a
+    `chat_template` (a pretrained source's tokenizer), the source's chat format: the schema and
+    question as the user message, the SQL as the assistant's reply, ended by its `eos` token."""
+
+    def __init__(self, tok: Tokenizer, chat_template: str | None = None, eos: str | None = None,
+                 pad: str | None = None):
         self.tok = tok
+        self.chat_template = chat_template
+        if chat_template is not None:
+            ids = {"eos": tok.token_to_id(eos) if eos else None, "pad": tok.token_to_id(pad) if pad else None}
+            missing = [f"{k} token {v!r}" for k, v in (("eos", eos), ("pad", pad)) if ids[k] is None]
+            if missing:
+                raise DataError(f"tokenizer lacks its {', '.join(missing)}")
+            self.eos_token, self.pad_token = eos, pad
+            self.end_id, self.pad_id = ids["eos"], ids["pad"]
+            self._render = _compile_template(chat_template)
+            return
         ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
         missing = [t for t, i in ids.items() if i is None]
         if missing:
             raise DataError(f"tokenizer lacks special tokens {missing}")
+        self.eos_token, self.pad_token = END, PAD
         self.pad_id, self.schema_id, self.question_id = ids[PAD], ids[SCHEMA], ids[QUESTION]
         self.sql_id, self.end_id, self.evidence_id = ids[SQL], ids[END], ids[EVIDENCE]
+
+    @property
+    def is_chat(self) -> bool:
+        return self.chat_template is not None
+
+    @classmethod
+    def from_pretrained(cls, spec) -> "SQLTokenizer":
+        """The tokenizer and chat template of a dense pretrained source (GGUF, HF Llama, alias)."""
+        from ..model.pretrained import tokenizer_parts
+        tok, template, eos, pad = tokenizer_parts(spec)
+        if template is None:
+            raise DataError(f"{spec}: the source has no chat template; Vantage prompts a pretrained model "
+                            f"through its chat format")
+        return cls(tok, template, eos, pad)
+
+    def chat_prompt(self, user: str) -> str:
+        return self._render(messages=[{"role": "user", "content": user}], add_generation_prompt=True)
 
     @property
     def vocab_size(self) -> int:
@@ -49,19 +83,50 @@ class SQLTokenizer:
         return cls(tok)
 
     def save(self, path: str | Path) -> None:
+        """tokenizer.json, plus tokenizer_config.json (HF style: chat template, eos, pad) in chat
+        mode, so checkpoints and exports carry the source's chat format."""
+        from ..fileio import atomic_write
         path = Path(path)
         tmp = path.with_suffix(".tmp")
         self.tok.save(str(tmp))
         tmp.replace(path)
+        if self.is_chat:
+            atomic_write(path.parent / "tokenizer_config.json", json.dumps(self.hf_config(), indent=1),
+                         what="tokenizer config")
+
+    def hf_config(self, model_max_length: int | None = None) -> dict:
+        c = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": self.eos_token,
+             "pad_token": self.pad_token, "bos_token": None, "unk_token": None,
+             "add_bos_token": False, "add_eos_token": False, "clean_up_tokenization_spaces": False}
+        if self.is_chat:
+            c["chat_template"] = self.chat_template
+        if model_max_length:
+            c["model_max_length"] = model_max_length
+        return c
 
     @classmethod
     def load(cls, path: str | Path) -> "SQLTokenizer":
+        """tokenizer.json (and, beside it, the tokenizer_config.json of a chat tokenizer)."""
+        path = Path(path)
+        side = path.parent / "tokenizer_config.json"
+        if side.is_file():
+            try:
+                c = json.loads(side.read_text())
+            except (OSError, ValueError) as e:
+                raise DataError(f"{side}: unreadable ({e})") from None
+            if c.get("chat_template"):
+                return cls(_read(path), c["chat_template"], _tok_name(c.get("eos_token")),
+                           _tok_name(c.get("pad_token")) or _tok_name(c.get("eos_token")))
         return cls(_read(path))
 
     @classmethod
     def load_for_model(cls, path: str | Path, vocab_size: int) -> "SQLTokenizer":
         """The tokenizer of an existing model (model.init_from). A foreign tokenizer gets
         Vantage's prompt tokens added, which must still fit the model's embedding rows."""
+        if (Path(path).parent / "tokenizer_config.json").is_file():
+            t = cls.load(path)
+            if t.is_chat:
+                return t
         tok = _read(path)
         missing = [t for t in SPECIAL_TOKENS if tok.token_to_id(t) is None]
         if missing:
@@ -78,9 +143,55 @@ class SQLTokenizer:
     def decode(self, ids: list[int]) -> str:
         return self.tok.decode(ids, skip_special_tokens=True)
 
+    def decode_sql(self, ids: list[int]) -> str:
+        """The SQL of generated ids: in chat mode, a reply's first ```sql block (or its text up
+        to the first blank line or ';'), as a chat model answers zero-shot."""
+        text = self.decode(ids).strip()
+        return extract_sql(text) if self.is_chat else text
+
     def fingerprint(self) -> str:
         import hashlib
-        return hashlib.sha256(self.tok.to_str().encode()).hexdigest()[:16]
+        h = hashlib.sha256(self.tok.to_str().encode())
+        if self.is_chat:
+            h.update(f"\0{self.chat_template}\0{self.eos_token}\0{self.pad_token}".encode())
+        return h.hexdigest()[:16]
+
+    def encode_example(self, schema_text: str, question: str, sql: str | None, max_len: int,
+                       evidence: str = "") -> tuple[list[int], int] | None:
+        return encode_example(self, schema_text, question, sql, max_len, evidence)
+
+
+def extract_sql(text: str) -> str:
+    import re
+    m = re.search(r"```(?:sql|sqlite)?\s*(.*?)(?:```|$)", text, flags=re.S | re.I)
+    if m:
+        text = m.group(1)
+    text = text.strip().split("\n\n", 1)[0]
+    if ";" in text:
+        text = text.split(";", 1)[0]
+    return " ".join(text.split())
+
+
+def _tok_name(v):
+    return v.get("content") if isinstance(v, dict) else v
+
+
+def _compile_template(template: str):
+    try:
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+    except ModuleNotFoundError:
+        raise DataError("chat templates need jinja2 (pip install jinja2)") from None
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    try:
+        return env.from_string(template).render
+    except Exception as e:  # noqa: BLE001 - jinja2 TemplateSyntaxError
+        raise DataError(f"chat template does not compile ({e})") from None
+
+
+def chat_user_message(schema_text: str, question: str, evidence: str = "") -> str:
+    """The user turn of a chat-format prompt: the schema (one line per table), then the question."""
+    ev = f"\nEvidence: {evidence}" if evidence else ""
+    return f"Database schema:\n{schema_text}\nQuestion: {question}{ev}"
 
 
 def build_prompt(schema_text: str, question: str, evidence: str = "") -> str:
@@ -95,6 +206,8 @@ def encode_example(tok: SQLTokenizer, schema_text: str, question: str, sql: str 
     When too long, the schema is trimmed from the end first; returns None if even the
     question and SQL alone do not fit.
     """
+    if tok.is_chat:
+        return _encode_chat(tok, schema_text, question, sql, max_len, evidence)
     q = tok.encode(f" {QUESTION} {question}" + (f" {EVIDENCE} {evidence}" if evidence else "") + f" {SQL} ")
     s = tok.encode(schema_text)
     target = tok.encode(sql) + [tok.end_id] if sql is not None else []
@@ -103,3 +216,17 @@ def encode_example(tok: SQLTokenizer, schema_text: str, question: str, sql: str 
         return None
     ids = [tok.schema_id] + s[:budget] + q
     return ids + target, len(ids)
+
+
+def _encode_chat(tok: SQLTokenizer, schema_text: str, question: str, sql: str | None, max_len: int,
+                 evidence: str = ""):
+    # Trim schema lines from the end until prompt + SQL + eos fit.
+    target = tok.encode(sql) + [tok.end_id] if sql is not None else []
+    lines = schema_text.split("\n")
+    while True:
+        ids = tok.encode(tok.chat_prompt(chat_user_message("\n".join(lines), question, evidence)))
+        if len(ids) + len(target) <= max_len:
+            return ids + target, len(ids)
+        if len(lines) <= 1:
+            return None
+        lines = lines[:-1]

@@ -18,11 +18,25 @@ from ..errors import CheckpointError, DataError  # noqa: E402
 log = logging.getLogger(__name__)
 
 
-def load_checkpoint_model(path: str | Path):
-    """(model, config, tokenizer) from a Vantage checkpoint folder."""
+def load_checkpoint_model(path: str | Path, config: str | Path | None = None):
+    """(model, config, tokenizer) from a Vantage checkpoint folder, or, zero-shot, from a dense
+    pretrained source (alias, GGUF, HF Llama folder) built with `config` (default: the source
+    as it is, one expert = its dense FFN)."""
+    from ..model import pretrained
     from ..train.checkpoint import find_checkpoint, load_checkpoint_config, load_weights
     from ..train.trainer import build_model
 
+    if pretrained.is_dense_source(path):
+        from ..config import load_config
+        over = {"model": {"init_from": str(path)}}
+        if config is None:
+            over["model"].update(num_experts=1, num_experts_per_token=1, expert_capacity=0.0)
+        cfg = load_config(config, over)
+        tok = SQLTokenizer.from_pretrained(path)
+        model = build_model(cfg)
+        load_weights(model, path, seed=cfg.training.seed)
+        model.eval()
+        return model, cfg, tok
     path = find_checkpoint(path)
     cfg = load_checkpoint_config(path)
     tok_file = path / "tokenizer.json"
@@ -58,11 +72,11 @@ def generate_sql(model, tok: SQLTokenizer, prompts: list[list[int]], *, num_beam
     if num_beams <= 1:
         outs = generate_greedy(model, prompts, pad_id=tok.pad_id, end_id=tok.end_id,
                                max_new_tokens=max_new_tokens, batch_size=batch_size)
-        cands = [[tok.decode(o).strip()] for o in outs]
+        cands = [[tok.decode_sql(o)] for o in outs]
     else:
         beams = generate_beam_batched(model, prompts, pad_id=tok.pad_id, end_id=tok.end_id, num_beams=num_beams,
                                       max_new_tokens=max_new_tokens, batch_size=max(1, batch_size // num_beams))
-        cands = [[tok.decode(ids).strip() for ids, _ in bs] for bs in beams]
+        cands = [[tok.decode_sql(ids) for ids, _ in bs] for bs in beams]
     preds, none_valid = [], 0
     for i, cs in enumerate(cands):
         if validator is None:
@@ -78,12 +92,12 @@ def generate_sql(model, tok: SQLTokenizer, prompts: list[list[int]], *, num_beam
 
 def evaluate_checkpoint(checkpoint: str | Path, data_dir: str, *, split: str = "dev", num_beams: int = 1,
                         limit: int | None = None, output: str | Path | None = None,
-                        pick_valid: bool = True, batch_size: int | None = None):
+                        pick_valid: bool = True, batch_size: int | None = None, config: str | Path | None = None):
     from ..data.prepare import prepare_data
     from .execution import valid_sql
     from .metrics import score_examples
 
-    model, cfg, tok = load_checkpoint_model(checkpoint)
+    model, cfg, tok = load_checkpoint_model(checkpoint, config)
     source = str(data_dir)
     if split not in ("dev", "validation"):
         raise DataError(f"--split {split}: choose dev or validation")

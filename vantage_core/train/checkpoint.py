@@ -95,13 +95,18 @@ def read_safetensors(path: str | Path) -> dict[str, mx.array]:
         raise CheckpointError(f"{path}: unreadable ({' '.join(str(e).split())})") from None
 
 
-def load_weights(model, path: str | Path, *, strict: bool = True) -> None:
-    """Weights from a Vantage checkpoint folder or a Hugging Face Mixtral folder (e.g.
-    `vantage-export`'s output, sharded or not, any float dtype)."""
+def load_weights(model, path: str | Path, *, strict: bool = True, seed: int = 0) -> None:
+    """Weights from a Vantage checkpoint folder, a Hugging Face Mixtral folder (e.g.
+    `vantage-export`'s output, sharded or not, any float dtype) or a dense Llama source (GGUF,
+    HF Llama folder, alias), upcycled into the model's experts (`seed` draws the router)."""
     from ..export import is_hf_folder, load_hf_weights
+    from ..model import pretrained
 
     have = dict(tree_flatten(model.parameters()))
-    if is_hf_folder(path):
+    if pretrained.is_dense_source(path):
+        weights = pretrained.upcycle(pretrained.load_dense(path), model.cfg, seed=seed)
+        path = pretrained.resolve(path)
+    elif is_hf_folder(path):
         path = Path(path)
         weights = load_hf_weights(path)
         if "lm_head.weight" in have and "lm_head.weight" not in weights and "model.embed_tokens.weight" in weights:

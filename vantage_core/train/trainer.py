@@ -145,15 +145,35 @@ def _bucket(n: int, cap: int, multiple: int = 32) -> int:
 
 
 class Batcher:
-    """Shuffled epochs over the training sequences; its position is checkpointed."""
+    """Shuffled epochs over the training sequences; its position is checkpointed.
 
-    def __init__(self, n: int, seed: int):
+    With `lengths` and `batch_size` (training.group_by_length), each epoch's shuffled order is
+    cut into windows of GROUP_WINDOW batches, each window sorted by length and cut into
+    batches, and the batches shuffled: batches hold sequences of similar length (less padding),
+    and the order is still a function of (seed, epoch) alone, so resuming stays exact."""
+
+    GROUP_WINDOW = 16
+
+    def __init__(self, n: int, seed: int, lengths: list[int] | None = None, batch_size: int = 0):
         self.n, self.seed = n, seed
+        self.lengths = np.asarray(lengths) if lengths is not None else None
+        self.batch_size = batch_size
         self.epoch, self.pos = 0, 0
         self._perm = self._make_perm()
 
     def _make_perm(self):
-        return np.random.RandomState(self.seed + self.epoch).permutation(self.n)
+        rs = np.random.RandomState(self.seed + self.epoch)
+        perm = rs.permutation(self.n)
+        if self.lengths is None or self.batch_size <= 1:
+            return perm
+        b, w = self.batch_size, self.batch_size * self.GROUP_WINDOW
+        batches = []
+        for s in range(0, self.n, w):
+            win = perm[s: s + w]
+            win = win[np.argsort(self.lengths[win], kind="stable")]
+            batches += [win[i: i + b] for i in range(0, len(win), b)]
+        order = rs.permutation(len(batches))
+        return np.concatenate([batches[i] for i in order])
 
     def next_indices(self, k: int) -> list[int]:
         out = []
@@ -239,7 +259,7 @@ def evaluate(model, cfg: Config, data: PreparedData, *, step: int = 0) -> dict[s
     eval_loss = tot / max(1, n)
     outs = generate_greedy(model, data.eval_prompts, pad_id=tok.pad_id, end_id=tok.end_id,
                            max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size)
-    preds = [tok.decode(o).strip() for o in outs]
+    preds = [tok.decode_sql(o) for o in outs]
     em, valid = quick_scores(data.eval_examples, preds, data.schemas, data.splits,
                              compare_values=cfg.eval.compare_values, compare_distinct=cfg.eval.compare_distinct)
     src = table_name_sources(preds, [e.db_id for e in data.eval_examples], data.schemas,
@@ -336,7 +356,14 @@ def _check_init_source(path: str | Path, cfg: Config, data: PreparedData) -> Non
     """Weights from another run or a Hugging Face Mixtral folder: the architecture must hold
     them and the data must be encoded with the tokenizer they were trained with."""
     from ..export import check_hf_config, is_hf_folder
+    from ..model import pretrained
 
+    if pretrained.is_dense_source(path):
+        theirs = SQLTokenizer_from_pretrained(path)
+        if data.tokenizer is not None and theirs.fingerprint() != data.tokenizer.fingerprint():
+            raise CheckpointError(f"model.init_from {path}: its tokenizer differs from the data's tokenizer "
+                                  f"(prepare the data with this config)")
+        return
     p = Path(path)
     if is_hf_folder(p):
         for note in check_hf_config(p, cfg.model):
@@ -349,6 +376,11 @@ def _check_init_source(path: str | Path, cfg: Config, data: PreparedData) -> Non
             raise CheckpointError(f"{p}/tokenizer.json differs from the data's tokenizer: the weights "
                                   f"would see other token ids (prepare the data with this config, "
                                   f"whose model.init_from makes it use that tokenizer)")
+
+
+def SQLTokenizer_from_pretrained(path):
+    from ..data.tokenizer import SQLTokenizer
+    return SQLTokenizer.from_pretrained(path)
 
 
 def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
@@ -390,12 +422,13 @@ def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
     random.seed(t.seed)
     model = build_model(cfg)
     optimizer = make_optimizer(t)
-    batcher = Batcher(len(data.train), t.seed)
+    batcher = (Batcher(len(data.train), t.seed, [len(s.ids) for s in data.train], t.batch_size)
+               if t.group_by_length else Batcher(len(data.train), t.seed))
     start_step, best_em, tokens_done = 0, -1.0, 0
     init = init_weights_from or cfg.model.init_from
     if init:
         _check_init_source(init, cfg, data)
-        load_weights(model, init)
+        load_weights(model, init, seed=t.seed)
         log.info("initialized weights from %s (weights only: step 0, fresh optimizer)", init)
     if resume_from:
         load_weights(model, resume_from)
