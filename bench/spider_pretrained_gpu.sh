@@ -28,7 +28,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 name, url, want = sys.argv[1], sys.argv[2], int(sys.argv[3])
 try:
     s = optuna.load_study(study_name=name, storage=url)
-    done = sum(t.state.is_finished() for t in s.trials)
+    done = sum(t.state.name in ("COMPLETE", "PRUNED") for t in s.trials)
 except KeyError:
     done = 0
 print(max(0, want - done))
@@ -41,13 +41,13 @@ case "$1" in
     echo "moe trials to run: $nm, dense: $nd"
     pids=()
     if [ "$nm" -gt 0 ]; then
-      timeout $((tmo + 60)) python3 -m studies pretrained --model configs/spider_smollm2_moe.yaml --data spider:.spider \
+      VANTAGE_MEMORY_LIMIT_GB=75 timeout $((tmo + 150)) python3 -m studies pretrained --model configs/spider_smollm2_moe.yaml --data spider:.spider \
         --trials "$nm" --steps-per-trial "$steps" --set training.eval_steps="$ev" --timeout "$tmo" \
         --pruner median --storage "sqlite:///$W/moe.db" --study-name $MOE --out "$W/sweeps" \
         >> "$W/moe_sweep.log" 2>&1 & pids+=($!)
     fi
     if [ "$nd" -gt 0 ]; then
-      timeout $((tmo + 60)) python3 -m studies finetune --model configs/spider_smollm2_dense.yaml --data spider:.spider \
+      VANTAGE_MEMORY_LIMIT_GB=45 timeout $((tmo + 150)) python3 -m studies finetune --model configs/spider_smollm2_dense.yaml --data spider:.spider \
         --trials "$nd" --steps-per-trial "$steps" --set training.eval_steps="$ev" --timeout "$tmo" \
         --pruner median --storage "sqlite:///$W/dense.db" --study-name $DENSE --out "$W/sweeps" \
         >> "$W/dense_sweep.log" 2>&1 & pids+=($!)
@@ -56,6 +56,7 @@ case "$1" in
     cp "$W"/moe.db "$W"/dense.db "$W"/*_sweep.log "$OUT"/ 2>/dev/null || true ;;
   promote)
     moe_steps=$2; dense_steps=$3; beams=$4
+    export VANTAGE_MEMORY_LIMIT_GB=60
     ( python3 -m studies promote $MOE --storage "sqlite:///$W/moe.db" --num_train_steps "$moe_steps" \
         --out "$W/promoted-moe" --write-config "$W/spider_smollm2_moe_best.yaml" > "$W/moe_promote.log" 2>&1
       ck=$(ls -d "$W"/promoted-moe/*/checkpoint-best | head -1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import shutil
 import time
@@ -418,6 +419,10 @@ def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
     diag = DiagnoseCallback()
     history = HistoryRecorder()
     callbacks += [diag, history]
+    limit = os.environ.get("VANTAGE_MEMORY_LIMIT_GB")
+    if limit:   # processes sharing one device: each frees its buffer cache before passing this
+        mx.set_memory_limit(int(float(limit) * 2**30))
+        mx.set_cache_limit(int(float(limit) * 2**30 // 4))
     mx.random.seed(t.seed)
     random.seed(t.seed)
     model = build_model(cfg)
