@@ -56,24 +56,26 @@ case "$1" in
     cp "$W"/moe.db "$W"/dense.db "$W"/*_sweep.log "$OUT"/ 2>/dev/null || true ;;
   promote)
     moe_steps=$2; dense_steps=$3; beams=$4
-    export VANTAGE_MEMORY_LIMIT_GB=60
+    export VANTAGE_MEMORY_LIMIT_GB=45
+    [ -f "$W/moe.db" ] || cp .studies/moe.db .studies/dense.db "$W"/
     ( python3 -m studies promote $MOE --storage "sqlite:///$W/moe.db" --num_train_steps "$moe_steps" \
         --out "$W/promoted-moe" --write-config "$W/spider_smollm2_moe_best.yaml" > "$W/moe_promote.log" 2>&1
       ck=$(ls -d "$W"/promoted-moe/*/checkpoint-best | head -1)
-      python3 -m vantage_core.cli.eval --checkpoint "$ck" --data_dir spider:.spider --split dev \
+      [ "$beams" -gt 0 ] && python3 -m vantage_core.cli.eval --checkpoint "$ck" --data_dir spider:.spider --split dev \
         --num_beams "$beams" --output "$W/dev_predictions_moe_beam$beams.jsonl" > "$W/moe_eval.log" 2>&1 ) &
     a=$!
     ( python3 -m studies promote $DENSE --storage "sqlite:///$W/dense.db" --num_train_steps "$dense_steps" \
         --out "$W/promoted-dense" --write-config "$W/spider_smollm2_dense_best.yaml" > "$W/dense_promote.log" 2>&1
       ck=$(ls -d "$W"/promoted-dense/*/checkpoint-best | head -1)
-      python3 -m vantage_core.cli.eval --checkpoint "$ck" --data_dir spider:.spider --split dev \
+      [ "$beams" -gt 0 ] && python3 -m vantage_core.cli.eval --checkpoint "$ck" --data_dir spider:.spider --split dev \
         --num_beams "$beams" --output "$W/dev_predictions_dense_beam$beams.jsonl" > "$W/dense_eval.log" 2>&1 ) &
     b=$!
     python3 -m vantage_core.cli.eval --checkpoint smollm2-135m --config configs/spider_smollm2_dense.yaml \
       --data_dir spider:.spider --split dev --output "$W/dev_predictions_zeroshot.jsonl" > "$W/zeroshot_eval.log" 2>&1 || true
-    wait $a || echo "moe promote/eval exited with $?"
+    wait $a || echo "moe promote/eval exited with $?"  # (timeout wrapper: see the caller)
     wait $b || echo "dense promote/eval exited with $?"
-    for f in "$W"/*promoted*/*/metrics.jsonl; do n=$(basename "$(dirname "$(dirname "$f")")"); cp "$f" "$W/$n.metrics.jsonl"; done 2>/dev/null || true
+    for f in "$W"/promoted-*/*/metrics.jsonl "$W"/promoted-*/*/predictions-step*.jsonl; do
+      n=$(basename "$(dirname "$(dirname "$f")")"); cp "$f" "$W/$n.$(basename "$f")"; done 2>/dev/null || true
     cd "$W" && tar -czf "$OUT/promote.tgz" moe.db dense.db ./*.log ./*.yaml ./*.jsonl 2>/dev/null || true ;;
   *) echo "usage: $0 sweeps STEPS EVAL TRIALS TIMEOUT | promote MOE_STEPS DENSE_STEPS BEAMS" >&2; exit 2 ;;
 esac

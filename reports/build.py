@@ -221,7 +221,7 @@ def section_best(sd: StudyData, study_best: int | None) -> tuple[Section, pd.Dat
         if name == "exact_match" and n is not None and study_best is not None:
             em = df.set_index("number")["exact_match"]
             if em.get(study_best) == em.get(n):
-                n = study_best  # among ties, the study's own pick (its eval-loss tie-break)
+                n = study_best  # among ties, the study's own pick (study.best_trial)
         if n is not None:
             cols[f"best {label}"] = n
     if study_best is not None and study_best not in cols.values():
@@ -385,11 +385,12 @@ def section_pareto(sd: StudyData, study: optuna.Study, images: dict[str, bytes])
 
 
 def _target(sd: StudyData) -> tuple[str, str, str]:
-    """(frame column, direction, label) that history/importance use. An exact-match objective is
-    read from the exact_match attribute: the study's value adds a tie-break by eval loss
-    (< 1e-4, studies/pruning.py) that would only blur the numbers shown."""
-    if not sd.multi and sd.objectives[0] != "exact_match":
-        return "value_0", sd.directions[0], sd.objectives[0]
+    """(frame column, direction, label) that history/importance use: a single-objective study's
+    own value (for an exact-match objective, the exact match itself); a multi-objective study's
+    exact_match attribute."""
+    if not sd.multi:
+        label = "exact match" if sd.objectives[0] == "exact_match" else sd.objectives[0]
+        return "value_0", sd.directions[0], label
     return "exact_match", "maximize", "exact match"
 
 
@@ -416,8 +417,8 @@ def section_history(sd: StudyData, images: dict[str, bytes]) -> tuple[Section, p
 
 def section_intermediate(sd: StudyData, images: dict[str, bytes]) -> tuple[Section, pd.DataFrame]:
     s = Section("intermediate", "Intermediate values")
-    # The trial's eval_history holds the exact match itself; trial.intermediate_values (what the
-    # pruner saw) add a < 1e-4 eval-loss tie-break, so they are the fallback.
+    # The trial's eval_history (exact match and eval loss of every evaluation, multi-objective
+    # trials too); trial.intermediate_values (the same exact match, as reported) are the fallback.
     rows, curves, sources = [], {}, set()
     for t in sd.trials:
         h = [r for r in (t.user_attrs.get("eval_history") or []) if isinstance(r, dict)

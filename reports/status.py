@@ -37,10 +37,9 @@ def status_frame(storage) -> pd.DataFrame:
             if len(st.directions) == 1:
                 sign = 1 if st.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
                 best = max(done, key=lambda t: (sign * t.values[0], -t.number))
-                em = best.user_attrs.get("exact_match")
-                # an exact-match objective carries a tiny eval-loss tie-break: show the exact match itself
-                row["best"] = (f"EM {em:.4g}" if _objectives(st)[0].startswith("exact_match") and
-                               isinstance(em, (int, float)) else f"{best.values[0]:.4g}")
+                # an exact-match objective's value is the exact match itself
+                row["best"] = (f"EM {best.values[0]:.4g}" if _objectives(st)[0].startswith("exact_match")
+                               else f"{best.values[0]:.4g}")
             else:  # multi-objective: the highest exact match among completed trials
                 best = max(done, key=lambda t: (t.user_attrs.get("exact_match") or 0.0, -t.number))
                 row["best"] = f"EM {best.user_attrs.get('exact_match') or 0.0:.4g}"

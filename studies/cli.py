@@ -74,8 +74,9 @@ def _sweep_parser() -> argparse.ArgumentParser:
                    help="after the sweep, re-train the best configuration with K training seeds and record "
                         "the mean exact match with a 95%% t-interval on the study (default: 0)")
     p.add_argument("--tie-break", choices=("loss", "none"), default="loss",
-                   help="exact-match objective: break ties (e.g. all-zero EM of short proxy trials) by eval "
-                        "loss, adding at most 1e-4 (default: loss); the pruner watches the same value")
+                   help="exact-match objective: the pruner breaks ties (e.g. all-zero EM of short proxy "
+                        "trials) by eval loss, ranking lower loss higher (default: loss); trial values and "
+                        "intermediate values are always the plain exact match")
     p.add_argument("--heartbeat-interval", type=int, default=60, metavar="SECONDS",
                    help="RDB storage heartbeat; a RUNNING trial silent for --grace-period is failed and "
                         "retried (default: 60; 0 turns heartbeats off)")

@@ -1,9 +1,10 @@
 """`vantage-sweep dashboard`: optuna-dashboard on a Vantage storage, bound to 127.0.0.1 by default.
 
-Trials show Vantage's fields as Optuna stores them: params, values, intermediate values (the
-periodic exact match the pruner saw) and user attributes (exact_match, valid_sql, eval_loss,
-peak_memory_bytes, tokens_per_sec, wall_time_s, pruned_at_step, failure_reason,
-infeasible_reason, config, ...). optuna-dashboard cuts JSON attributes (the metric
+Trials show Vantage's fields as Optuna stores them: params, values (the plain exact match),
+intermediate values (the periodic exact match, as reported to the pruner) and user attributes
+(exact_match, valid_sql, eval_loss, peak_memory_bytes, tokens_per_sec, wall_time_s,
+pruned_at_step, failure_reason, infeasible_reason, config, pruner_scores: the eval-loss
+tie-broken scores the pruner decided on, ...). optuna-dashboard cuts JSON attributes (the metric
 histories) to 1 KiB for display, so large histories never bloat the page; the full
 histories are in the report (`vantage-sweep report`).
 

@@ -20,7 +20,7 @@ from vantage_core.config import Config
 from vantage_core.errors import VantageError
 from vantage_core.train import metrics as M
 
-from .pruning import OptunaPruningCallback, objective_value
+from .pruning import OptunaPruningCallback
 
 log = logging.getLogger("vantage.sweep")
 
@@ -154,10 +154,9 @@ def run_trial(trial: optuna.Trial, spec: TrialSpec, data=None) -> float | tuple[
     if result.status != "completed":
         trial.set_user_attr("failure_reason", result.error)
         raise TrialFailed(result.error or result.status)
+    # The metrics themselves: exact match is the best periodic evaluation's, the same number as
+    # the `exact_match` user attribute (the eval-loss tie-break lives only in the pruner).
     values = tuple(float(getattr(result, OBJECTIVES[o][1])) for o in spec.objectives)
-    if not spec.multi and spec.objectives == ["exact_match"] and cb.best_value is not None:
-        # The value the pruner saw (exact match, ties broken by eval loss), best over evaluations.
-        values = (cb.best_value,)
     log.info("trial %d: %s", trial.number, dict(zip(spec.objectives, values)))
     return values if spec.multi else values[0]
 
@@ -184,5 +183,5 @@ def make_objective(spec: TrialSpec) -> Callable[[optuna.Trial], Any]:
     return objective
 
 
-__all__ = ["OBJECTIVES", "TrialFailed", "TrialSpec", "run_trial", "make_objective", "objective_value",
-           "record_result", "mark_owner", "proc_start_time", "load_ref"]
+__all__ = ["OBJECTIVES", "TrialFailed", "TrialSpec", "run_trial", "make_objective", "record_result",
+           "mark_owner", "proc_start_time", "load_ref"]

@@ -16,6 +16,8 @@ from search_spaces import SearchSpace
 from vantage_core.config import Config
 from vantage_core.errors import StorageError, VantageError
 
+from .pruning import TieBreakHyperbandPruner, TieBreakMedianPruner, TieBreakSuccessiveHalvingPruner
+
 log = logging.getLogger("vantage.sweep")
 
 METRIC_VERSION = "em-spider-v1"
@@ -64,13 +66,15 @@ def make_sampler(name: str, seed: int | None, space: SearchSpace, base: Config, 
 
 
 def make_pruner(name: str, *, n_startup_trials: int = 2, min_resource: int = 1, max_resource: int = 100):
+    """Optuna's pruner of that name, deciding on the eval-loss tie-broken exact match the
+    trials record (studies.pruning.TieBreakPruner); the trials' values stay plain EM."""
     if name == "median":
         # Few start-up trials so pruning can happen within the first sweep.
-        return optuna.pruners.MedianPruner(n_startup_trials=n_startup_trials, n_warmup_steps=0)
+        return TieBreakMedianPruner(n_startup_trials=n_startup_trials, n_warmup_steps=0)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=min_resource, max_resource=max_resource)
+        return TieBreakHyperbandPruner(min_resource=min_resource, max_resource=max_resource)
     if name == "sha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource)
+        return TieBreakSuccessiveHalvingPruner(min_resource=min_resource)
     if name == "none":
         return optuna.pruners.NopPruner()
     raise VantageError(f"unknown pruner '{name}' (choose from {', '.join(PRUNERS)})")

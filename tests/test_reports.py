@@ -133,6 +133,23 @@ def test_status_lists_counts_best_and_interval(demo_db, capsys):
     assert f"EM {study.best_trial.user_attrs['exact_match']:.4g}" in line and "EM [" in line and "(n=64)" in line
 
 
+def test_report_and_status_read_the_value_as_exact_match(tmp_path, capsys):
+    # A trial's value is the exact match itself (the eval-loss tie-break lives only in the pruner):
+    # history and status show the values as stored, with no exact_match attribute to fall back on.
+    url = f"sqlite:///{tmp_path}/plain.db"
+    study = optuna.create_study(study_name="plain", storage=url, direction="maximize")
+    study.set_user_attr("fingerprint", {"objectives": "exact_match"})
+    dist = {"learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
+    for lr, v in ((1e-3, 0.125), (3e-3, 0.375), (5e-3, 0.25)):
+        study.add_trial(optuna.trial.create_trial(value=v, params={"learning_rate": lr}, distributions=dist))
+    hist = build_report(study).csvs["history.csv"]
+    assert list(hist["value"]) == [0.125, 0.375, 0.25]
+    assert list(hist["best_so_far"]) == [0.125, 0.375, 0.375]
+    assert _main(["status", "--storage", url]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("plain"))
+    assert "EM 0.375" in line
+
+
 def test_report_unknown_study_is_one_line_error(demo_db):
     from vantage_core.errors import VantageError
     _, url = demo_db

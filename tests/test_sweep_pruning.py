@@ -1,7 +1,7 @@
-"""Real tiny sweeps with honest pruning: the median pruner watches the objective's own value
-(exact match, ties broken by eval loss) and prunes; the baseline is trial 0; the fingerprint is
-stored and resuming with different data is refused with the reason. Multi-objective runs
-unpruned (fast fake objective)."""
+"""Real tiny sweeps with honest pruning: trials store and report the plain exact match, the
+median pruner decides on it with ties broken by eval loss (the trials' pruner_scores) and
+prunes; the baseline is trial 0; the fingerprint is stored and resuming with different data
+is refused with the reason. Multi-objective runs unpruned (fast fake objective)."""
 
 import subprocess
 import sys
@@ -33,13 +33,22 @@ def check_pruned_study(study, n):
     states = [t.state.name for t in trials]
     assert "PRUNED" in states, [(t.number, t.state.name, t.intermediate_values) for t in trials]
     for t in trials:
+        if t.state.name in ("PRUNED", "COMPLETE"):
+            # intermediate values are the plain exact match of each evaluation; the pruner's
+            # tie-broken scores (EM + < 1e-4 for lower eval loss) are kept apart
+            ev = {int(h["step"]): h for h in t.user_attrs["eval_history"]}
+            assert t.intermediate_values == {s: ev[s]["eval/exact_match"] for s in t.intermediate_values}
+            scores = t.user_attrs["pruner_scores"]
+            assert set(scores) == {str(s) for s in t.intermediate_values}
+            for s, em in t.intermediate_values.items():
+                assert scores[str(s)] == pytest.approx(em + 1e-4 / (1 + ev[s]["eval/loss"]), rel=0, abs=1e-12)
         if t.state.name == "PRUNED":
             step = t.user_attrs["pruned_at_step"]
             assert step in t.intermediate_values and t.user_attrs.get("checkpoint_dir") is None
         if t.state.name == "COMPLETE":
-            # the value is what the pruner saw: the best reported value
-            assert t.value == pytest.approx(max(t.intermediate_values.values()))
-            assert t.user_attrs["exact_match"] <= t.value < t.user_attrs["exact_match"] + 1e-4
+            # the value is the plain exact match: the best reported one, the exact_match attribute
+            assert t.value == max(t.intermediate_values.values())
+            assert t.value == t.user_attrs["exact_match"]
             lo, hi = t.user_attrs["exact_match_ci"]
             assert 0 <= lo <= t.user_attrs["exact_match"] <= hi <= 1
             assert Path(t.user_attrs["checkpoint_dir"]).is_dir()

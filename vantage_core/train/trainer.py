@@ -346,6 +346,15 @@ def _write_status(out: Path | None, status: str, **extra) -> None:
     atomic_write(out / "run_status.json", json.dumps({"status": status, **extra}, indent=1), what="run status")
 
 
+def _write_predictions(path: Path, examples, preds) -> None:
+    import json
+
+    from ..fileio import atomic_write
+    lines = [json.dumps({"id": e.id, "db_id": e.db_id, "question": e.question, "gold": e.query,
+                         "prediction": p}, ensure_ascii=False) for e, p in zip(examples, preds)]
+    atomic_write(path, "\n".join(lines) + "\n", what="predictions")
+
+
 def _ck_state(step, batcher, best_em, tokens_done, extra=None):
     st = {"step": step, "batcher": batcher.state(), "best_exact_match": best_em,
           "tokens_done": tokens_done, "rng": "per-step seed: seed*1000003 + step*7919 + 12345"}
@@ -520,6 +529,9 @@ def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
                 improved = em > best_em
                 best_em = max(best_em, em)
                 rep = {k: v for k, v in last_eval.items() if k != "predictions"}
+                if out is not None:   # what was scored, one JSON object per evaluated example
+                    _write_predictions(out / f"predictions-step{step}.jsonl", data.eval_examples,
+                                       last_eval["predictions"])
                 if out is not None and improved:
                     best_path = str(save_checkpoint(
                         out / "checkpoint-best", model=model, config=cfg, tokenizer=data.tokenizer,
