@@ -21,7 +21,6 @@ from pathlib import Path
 import mlx.core as mx
 
 from .config import Config
-from .data.tokenizer import END, PAD
 from .errors import CheckpointError
 from .train.checkpoint import find_checkpoint, load_checkpoint_config, read_safetensors
 
@@ -103,14 +102,12 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, overwrite:
         tok = SQLTokenizer.load(tok_file)
         ids = {"eos": tok.end_id, "pad": tok.pad_id}
         shutil.copy(tok_file, tmp / "tokenizer.json")
-        (tmp / "tokenizer_config.json").write_text(json.dumps({
-            "tokenizer_class": "PreTrainedTokenizerFast",
-            "eos_token": END, "pad_token": PAD, "bos_token": None, "unk_token": None,
-            "add_bos_token": False, "add_eos_token": False,
-            "clean_up_tokenization_spaces": False,
-            "model_max_length": cfg.model.max_position_embeddings,
-        }, indent=1))
-        (tmp / "special_tokens_map.json").write_text(json.dumps({"eos_token": END, "pad_token": PAD}, indent=1))
+        # HF-style tokenizer files; a pretrained source's chat tokenizer carries its chat template
+        # and eos (e.g. <|im_end|>), so `apply_chat_template` prompts the export as it was trained.
+        (tmp / "tokenizer_config.json").write_text(json.dumps(
+            tok.hf_config(cfg.model.max_position_embeddings), indent=1))
+        (tmp / "special_tokens_map.json").write_text(json.dumps(
+            {"eos_token": tok.eos_token, "pad_token": tok.pad_token}, indent=1))
         (tmp / "generation_config.json").write_text(json.dumps({
             "eos_token_id": tok.end_id, "pad_token_id": tok.pad_id, "do_sample": False}, indent=1))
     (tmp / "config.json").write_text(json.dumps(hf_config(cfg, ids), indent=1))
