@@ -135,6 +135,9 @@ class TrainingConfig:
     # Batches of similar-length sequences (shuffled windows of 16 batches sorted by length, as
     # Hugging Face Trainer's group_by_length): less padding, same examples per epoch.
     group_by_length: bool = False
+    # > 0: the loss computes LM-head logits this many loss positions at a time, recomputing
+    # them in the backward pass (at most [rows, vocab] logits alive; for large vocabularies).
+    loss_chunk_rows: int = 0
 
 
 @dataclass
@@ -286,6 +289,8 @@ def validate(cfg: Config, source: str = "<config>") -> Config:
             bad(f"training.{key}", f"must be > 0, got {getattr(t, key)}")
     if t.learning_rate <= 0:
         bad("training.learning_rate", f"must be > 0, got {t.learning_rate}")
+    if t.loss_chunk_rows < 0:
+        bad("training.loss_chunk_rows", f"must be >= 0 (0: one pass), got {t.loss_chunk_rows}")
     if t.warmup_steps < 0:
         bad("training.warmup_steps", f"must be >= 0, got {t.warmup_steps}")
     if not 0 <= t.min_lr_ratio <= 1:

@@ -110,7 +110,10 @@ def predict_memory(cfg: Config, *, fused_attention: Optional[bool] = None,
         activations = act_moe
     else:
         activations = act_full
-    logits = tokens * m.vocab_size * (b + 4 + 4)         # logits, fp32 log-softmax, gradient
+    # LM head over the loss positions (bounded by all tokens): logits, fp32 softmax, gradient;
+    # with training.loss_chunk_rows, one chunk's worth is alive at a time.
+    rows = min(tokens, t.loss_chunk_rows) if t.loss_chunk_rows else tokens
+    logits = rows * m.vocab_size * (b + 4 + 4)
     peak = int(OVERHEAD * (weights + gradients + optimizer + activations + logits))
     return {
         "total_params": P,

@@ -35,14 +35,20 @@ class MoETransformer(nn.Module):
         for layer in self.model.layers:
             layer.checkpoint_moe = checkpoint_moe and not checkpoint_layers
 
+    def head_weight(self) -> mx.array:
+        """The LM head's [V, D] weight (the embedding when tied)."""
+        return self.model.embed_tokens.weight if self.cfg.tie_word_embeddings else self.lm_head.weight
+
     @property
     def layers(self):
         return self.model.layers
 
     def __call__(self, tokens: mx.array, mask="causal", cache: Optional[list[KVCache]] = None,
-                 positions: Optional[mx.array] = None):
+                 positions: Optional[mx.array] = None, hidden_only: bool = False):
         """`positions` ([S] indices into the flattened [B*L] tokens) limits the LM head to those
-        rows (the loss needs only SQL positions; decoding only the last): returns [S, V]."""
+        rows (the loss needs only SQL positions; decoding only the last): returns [S, V].
+        `hidden_only` returns the final-norm hidden states instead of logits (the chunked loss
+        applies `head_weight()` itself)."""
         h = self.model.embed_tokens(tokens)                       # [B, L, D]
         E = self.cfg.num_experts
         aux = mx.array(0.0)
@@ -64,7 +70,10 @@ class MoETransformer(nn.Module):
         if positions is not None:
             h = h.reshape(-1, h.shape[-1])[positions]             # [S, D]
         h = self.model.norm(h)
-        logits = self.model.embed_tokens.as_linear(h) if self.cfg.tie_word_embeddings else self.lm_head(h)
+        if hidden_only:
+            logits = h
+        else:
+            logits = self.model.embed_tokens.as_linear(h) if self.cfg.tie_word_embeddings else self.lm_head(h)
         n = len(self.layers)
         stats = {"aux_loss": aux / n, "z_loss": z / n, "dropped": dropped / n,
                  "counts": mx.stack(per_layer) if per_layer else counts}

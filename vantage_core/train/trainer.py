@@ -131,13 +131,35 @@ def value_and_grad_mp(model, cfg: Config):
 def loss_fn(model, cfg: Config, inputs, positions, targets, weights):
     # inputs: [B, L]; positions/targets/weights: [S], the flattened SQL positions only (the
     # loss ignores the prompt, so the LM head and its softmax run on S << B*L rows).
-    logits, st = model(inputs, positions=positions)                       # [S, V]
-    # = nn.losses.cross_entropy(logits.astype(mx.float32), targets): float32 per row, fused on
-    # the GPU, one (fast) exp pass on the CPU (model/fastmath.py).
-    ce = cross_entropy(logits, targets)
+    chunk = cfg.training.loss_chunk_rows
+    if chunk and positions.shape[0] > chunk:
+        h, st = model(inputs, positions=positions, hidden_only=True)      # [S, D]
+        ce = chunked_cross_entropy(h, model.head_weight(), targets, chunk)
+    else:
+        logits, st = model(inputs, positions=positions)                   # [S, V]
+        # = nn.losses.cross_entropy(logits.astype(mx.float32), targets): float32 per row, fused
+        # on the GPU, one (fast) exp pass on the CPU (model/fastmath.py).
+        ce = cross_entropy(logits, targets)
     ce = (ce * weights).sum() / mx.maximum(weights.sum(), 1)
     total = ce + cfg.model.router_aux_loss_coef * st["aux_loss"] + cfg.model.router_z_loss_coef * st["z_loss"]
     return total, (ce, st["aux_loss"], st["z_loss"], st["dropped"], st["counts"])
+
+
+def _head_ce(w, h, t):
+    # w: [V, D] head weight, h: [c, D] hidden rows, t: [c] -> [c] cross entropy
+    return cross_entropy(h @ w.T, t)
+
+
+_head_ce_ckpt = mx.checkpoint(_head_ce)
+
+
+def chunked_cross_entropy(h: mx.array, w: mx.array, targets: mx.array, chunk: int) -> mx.array:
+    """Per-row cross entropy of `h @ w.T` computed `chunk` rows at a time, each chunk's logits
+    recomputed in the backward pass (mx.checkpoint), so at most [chunk, V] logits are alive:
+    with a 49k vocabulary the [S, V] logits (and their float32 softmax) are the largest
+    activation otherwise. The head weight is an argument, so its gradient flows."""
+    parts = [_head_ce_ckpt(w, h[s: s + chunk], targets[s: s + chunk]) for s in range(0, h.shape[0], chunk)]
+    return mx.concatenate(parts)
 
 
 def _bucket(n: int, cap: int, multiple: int = 32) -> int:
