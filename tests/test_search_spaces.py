@@ -23,6 +23,10 @@ STABLE = {
     "expert-dropout": ["expert_dropout"],
     "batch-size": ["batch_size"],
     "top-k": ["num_experts_per_token"],
+    "upcycle": ["upcycle_router_init_std", "upcycle_expert_noise", "upcycle_drop_fraction"],
+    "finetune": ["learning_rate", "warmup_steps"],
+    "pretrained": ["learning_rate", "warmup_steps", "router_aux_loss_coef", "expert_capacity",
+                   "upcycle_router_init_std", "upcycle_expert_noise", "upcycle_drop_fraction"],
 }
 
 
