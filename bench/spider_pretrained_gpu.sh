@@ -34,6 +34,13 @@ except KeyError:
 print(max(0, want - done))
 PY
 }
+promote_one() {  # study, short name, steps, beams: promote (one greedy dev evaluation), then beam search
+  python3 -m studies promote "$1" --storage "sqlite:///$W/$2.db" --num_train_steps "$3" \
+    --out "$W/promoted-$2" --write-config "$W/spider_smollm2_$2_best.yaml" > "$W/$2_promote.log" 2>&1
+  [ "$4" -gt 0 ] || return 0
+  python3 -m vantage_core.cli.eval --checkpoint "$(ls -d "$W"/promoted-"$2"/*/checkpoint-best | head -1)" \
+    --data_dir spider:.spider --split dev --num_beams "$4" --output "$W/dev_predictions_$2_beam$4.jsonl" > "$W/$2_eval.log" 2>&1
+}
 case "$1" in
   sweeps)
     steps=$2; ev=$3; want=$4; tmo=$5
@@ -58,21 +65,11 @@ case "$1" in
     moe_steps=$2; dense_steps=$3; beams=$4
     export VANTAGE_MEMORY_LIMIT_GB=45
     [ -f "$W/moe.db" ] || cp .studies/moe.db .studies/dense.db "$W"/
-    ( python3 -m studies promote $MOE --storage "sqlite:///$W/moe.db" --num_train_steps "$moe_steps" \
-        --out "$W/promoted-moe" --write-config "$W/spider_smollm2_moe_best.yaml" > "$W/moe_promote.log" 2>&1
-      ck=$(ls -d "$W"/promoted-moe/*/checkpoint-best | head -1)
-      [ "$beams" -gt 0 ] && python3 -m vantage_core.cli.eval --checkpoint "$ck" --data_dir spider:.spider --split dev \
-        --num_beams "$beams" --output "$W/dev_predictions_moe_beam$beams.jsonl" > "$W/moe_eval.log" 2>&1 ) &
-    a=$!
-    ( python3 -m studies promote $DENSE --storage "sqlite:///$W/dense.db" --num_train_steps "$dense_steps" \
-        --out "$W/promoted-dense" --write-config "$W/spider_smollm2_dense_best.yaml" > "$W/dense_promote.log" 2>&1
-      ck=$(ls -d "$W"/promoted-dense/*/checkpoint-best | head -1)
-      [ "$beams" -gt 0 ] && python3 -m vantage_core.cli.eval --checkpoint "$ck" --data_dir spider:.spider --split dev \
-        --num_beams "$beams" --output "$W/dev_predictions_dense_beam$beams.jsonl" > "$W/dense_eval.log" 2>&1 ) &
-    b=$!
+    promote_one $MOE moe "$moe_steps" "$beams" & a=$!
+    promote_one $DENSE dense "$dense_steps" "$beams" & b=$!
     python3 -m vantage_core.cli.eval --checkpoint smollm2-135m --config configs/spider_smollm2_dense.yaml \
       --data_dir spider:.spider --split dev --output "$W/dev_predictions_zeroshot.jsonl" > "$W/zeroshot_eval.log" 2>&1 || true
-    wait $a || echo "moe promote/eval exited with $?"  # (timeout wrapper: see the caller)
+    wait $a || echo "moe promote/eval exited with $?"
     wait $b || echo "dense promote/eval exited with $?"
     for f in "$W"/promoted-*/*/metrics.jsonl "$W"/promoted-*/*/predictions-step*.jsonl; do
       n=$(basename "$(dirname "$(dirname "$f")")"); cp "$f" "$W/$n.$(basename "$f")"; done 2>/dev/null || true

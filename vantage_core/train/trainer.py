@@ -391,7 +391,8 @@ def _check_init_source(path: str | Path, cfg: Config, data: PreparedData) -> Non
     from ..model import pretrained
 
     if pretrained.is_dense_source(path):
-        theirs = SQLTokenizer_from_pretrained(path)
+        from ..data.tokenizer import SQLTokenizer
+        theirs = SQLTokenizer.from_pretrained(path)
         if data.tokenizer is not None and theirs.fingerprint() != data.tokenizer.fingerprint():
             raise CheckpointError(f"model.init_from {path}: its tokenizer differs from the data's tokenizer "
                                   f"(prepare the data with this config)")
@@ -408,11 +409,6 @@ def _check_init_source(path: str | Path, cfg: Config, data: PreparedData) -> Non
             raise CheckpointError(f"{p}/tokenizer.json differs from the data's tokenizer: the weights "
                                   f"would see other token ids (prepare the data with this config, "
                                   f"whose model.init_from makes it use that tokenizer)")
-
-
-def SQLTokenizer_from_pretrained(path):
-    from ..data.tokenizer import SQLTokenizer
-    return SQLTokenizer.from_pretrained(path)
 
 
 def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
