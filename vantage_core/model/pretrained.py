@@ -165,7 +165,7 @@ def _dequantize(name: str, t: dict[str, mx.array], group_size: int = 32) -> mx.a
     w = t[name + ".weight"]
     if name + ".scales" not in t:
         return w.astype(mx.float32)
-    scales, biases = t[name + ".scales"], t[name + ".biases"]
+    scales, biases = t[name + ".scales"].astype(mx.float32), t[name + ".biases"].astype(mx.float32)  # f32 math
     in_features = scales.shape[-1] * group_size
     bits = w.shape[-1] * 32 // in_features            # 4 (Q4_0/Q4_1) or 8 (Q8_0)
     return mx.dequantize(w, scales, biases, group_size=group_size, bits=bits).astype(mx.float32)
