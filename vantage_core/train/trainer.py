@@ -24,7 +24,7 @@ from mlx.utils import tree_flatten, tree_map  # noqa: E402
 
 from ..config import Config  # noqa: E402
 from ..data.prepare import PreparedData  # noqa: E402
-from ..errors import CheckpointError, ConfigError, TrainingDiverged  # noqa: E402
+from ..errors import CheckpointError, ConfigError, TrainingDiverged, VantageError  # noqa: E402
 from ..model import MoETransformer  # noqa: E402
 from ..model.fastmath import cross_entropy  # noqa: E402
 from . import metrics as M  # noqa: E402
@@ -374,7 +374,10 @@ def _write_predictions(path: Path, examples, preds) -> None:
     from ..fileio import atomic_write
     lines = [json.dumps({"id": e.id, "db_id": e.db_id, "question": e.question, "gold": e.query,
                          "prediction": p}, ensure_ascii=False) for e, p in zip(examples, preds)]
-    atomic_write(path, "\n".join(lines) + "\n", what="predictions")
+    try:   # a by-product: a full disk fails the run at its next checkpoint, not here
+        atomic_write(path, "\n".join(lines) + "\n", what="predictions")
+    except (OSError, VantageError) as e:
+        log.warning("%s: predictions not written (%s)", path, e)
 
 
 def _ck_state(step, batcher, best_em, tokens_done, extra=None):
