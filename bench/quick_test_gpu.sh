@@ -5,6 +5,10 @@
 # --config configs/small_model.yaml ...), all carried. Logs and metrics come back in $OUT.
 set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 VANTAGE_CACHE=/tmp/vcache
+# MLX's CUDA kernel cache: restored from .ptx/ (carry it), saved to $OUT when the call ends.
+source "$(dirname "$0")/gpu_cache.sh"
+[ -d /tmp/mlx ] || kcache_restore
+trap kcache_save EXIT
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
 python3 -c "import mlx.core as mx; print('device_info', mx.device_info())" | tee "$OUT/quick_test.log"
 python3 -m vantage_core.cli.train --config configs/small_model.yaml --dry-run 2>&1 | tee -a "$OUT/quick_test.log"

@@ -7,6 +7,10 @@
 # wheels in .whl/ and Spider copied to .spider/ (carried). The study travels in $OUT/spider.db.
 set -euo pipefail
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 VANTAGE_CACHE=/tmp/vcache
+# MLX's CUDA kernel cache: restored from .ptx/ (carry it), saved to $OUT when the call ends.
+source "$(dirname "$0")/gpu_cache.sh"
+[ -d /tmp/mlx ] || kcache_restore
+trap kcache_save EXIT
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
 STORE="sqlite:///$OUT/spider.db"
 STUDY=${STUDY:-spider-joint}   # RECIPE (below) picks the data recipe of a sweep

