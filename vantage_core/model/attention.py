@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import mlx.core as mx
@@ -119,50 +118,3 @@ class Attention(nn.Module):
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         return self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
 
-
-@functools.lru_cache(maxsize=None)
-def _chunked_causal_sdpa(scale: float, chunk: int):
-    @mx.custom_function
-    def attend(q, k, v):
-        return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask="causal")
-
-    @attend.vjp
-    def attend_vjp(primals, d_out, out):
-        q, k, v = primals                                  # q: [B, H, L, hd]; k, v: [B, KV, L, hd]
-        B, H, L, hd = q.shape
-        rep = H // k.shape[1]
-        kr = mx.repeat(k, rep, axis=1) if rep > 1 else k   # [B, H, L, hd]
-        vr = mx.repeat(v, rep, axis=1) if rep > 1 else v
-        do32 = d_out.astype(mx.float32)
-        delta = (do32 * out.astype(mx.float32)).sum(axis=-1, keepdims=True)   # [B, H, L, 1]
-        dq_parts, dk, dv = [], mx.zeros(kr.shape, mx.float32), mx.zeros(vr.shape, mx.float32)
-        for s in range(0, L, chunk):
-            e = min(L, s + chunk)                          # rows s..e-1 see keys 0..e-1
-            qc, kc, vc = q[:, :, s:e], kr[:, :, :e], vr[:, :, :e]
-            sc = (qc @ kc.swapaxes(-1, -2)).astype(mx.float32) * scale        # [B, H, c, e]
-            rows = mx.arange(s, e)[:, None]
-            sc = mx.where(mx.arange(e)[None, :] > rows, -mx.inf, sc)
-            p = mx.softmax(sc, axis=-1, precise=True)                          # [B, H, c, e]
-            doc = do32[:, :, s:e]
-            dp = doc @ vc.astype(mx.float32).swapaxes(-1, -2)                  # [B, H, c, e]
-            ds = p * (dp - delta[:, :, s:e]) * scale
-            dq_parts.append(ds @ kc.astype(mx.float32))                        # [B, H, c, hd]
-            pad = [(0, 0), (0, 0), (0, L - e), (0, 0)]
-            dv = dv + mx.pad(p.swapaxes(-1, -2) @ doc, pad)                    # [B, H, L, hd]
-            dk = dk + mx.pad(ds.swapaxes(-1, -2) @ qc.astype(mx.float32), pad)
-        dq = mx.concatenate(dq_parts, axis=2)
-        if rep > 1:                                        # sum the query heads sharing a KV head
-            dk = dk.reshape(B, -1, rep, L, hd).sum(axis=2)
-            dv = dv.reshape(B, -1, rep, L, hd).sum(axis=2)
-        return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
-
-    return attend
-
-
-def causal_attention_chunked_backward(q: mx.array, k: mx.array, v: mx.array, scale: float,
-                                      chunk: int = 256) -> mx.array:
-    """Causal attention: forward by `mx.fast.scaled_dot_product_attention`, backward recomputing
-    the probabilities `chunk` query rows at a time over only the keys those rows see, so at
-    most [B, H, chunk, L] float32 scores are alive in the backward pass (an unfused backward
-    holds [B, H, L, L]). q: [B, H, L, hd]; k, v: [B, KV, L, hd] -> [B, H, L, hd]."""
-    return _chunked_causal_sdpa(float(scale), int(chunk))(q, k, v)
