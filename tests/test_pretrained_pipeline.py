@@ -236,8 +236,15 @@ def test_recorded_dev_predictions_follow_dev_json(spider_path):
 
 
 @pytest.mark.parametrize("chunk", [7, 64])
-def test_chunked_loss_equals_one_pass_loss_and_gradients(chunk):
+@pytest.mark.parametrize("gpu_form", [False, True])
+def test_chunked_loss_equals_one_pass_loss_and_gradients(chunk, gpu_form, monkeypatch):
+    """Also in the GPU's form (`mx.fast.cross_entropy`, whose VJP refuses the integer targets
+    that `mx.checkpoint` would otherwise differentiate: the bug the H200 profile found)."""
     import mlx.core as mx
+
+    from vantage_core.model import fastmath
+    if gpu_form:
+        monkeypatch.setattr(fastmath, "on_cpu", lambda: False)
     from mlx.utils import tree_flatten
 
     from vantage_core.model import MoETransformer

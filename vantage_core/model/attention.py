@@ -117,4 +117,3 @@ class Attention(nn.Module):
         # mask: "causal" for training, or an additive [B, 1, L, S] array for padded decoding.
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         return self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
-

@@ -146,8 +146,10 @@ def loss_fn(model, cfg: Config, inputs, positions, targets, weights):
 
 
 def _head_ce(w, h, t):
-    # w: [V, D] head weight, h: [c, D] hidden rows, t: [c] -> [c] cross entropy
-    return cross_entropy(h @ w.T, t)
+    # w: [V, D] head weight, h: [c, D] hidden rows, t: [c] -> [c] cross entropy. mx.checkpoint
+    # differentiates every input: the integer targets must not reach mx.fast.cross_entropy's
+    # VJP (the GPU's form), which refuses them.
+    return cross_entropy(h @ w.T, mx.stop_gradient(t))
 
 
 _head_ce_ckpt = mx.checkpoint(_head_ce)
