@@ -218,6 +218,10 @@ def main(argv=None):
                  stack(lambda l, h: h + l.block_sparse_moe(l.post_attention_layernorm(h))[0]), (model, x), len(layers))
         for lyr in layers:
             lyr.block_sparse_moe.impl, lyr.block_sparse_moe.capacity_factor = "capacity", 2.0
+        from vantage_core.model.block import checkpointed
+        part("moe x L (capacity 2, recomputed in the backward: model.checkpoint_moe)",
+             stack(lambda l, h: h + checkpointed(l.block_sparse_moe, l.block_sparse_moe)(l.post_attention_layernorm(h))[0]),
+             (model, x), len(layers))
         from vantage_core.model.router import route
 
         def router_stack(lyr, h):
