@@ -5,9 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
-import os
 import shutil
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ from vantage_core.errors import VantageError
 from vantage_core.train import metrics as M
 
 from .pruning import OptunaPruningCallback
+from .recovery import mark_owner, proc_start_time  # noqa: F401 (re-exported)
 
 log = logging.getLogger("vantage.sweep")
 
@@ -71,23 +70,6 @@ class TrialSpec:
     @property
     def multi(self) -> bool:
         return len(self.objectives) > 1
-
-
-def proc_start_time(pid: int | str = "self") -> str | None:
-    """The process's start time (clock ticks since boot) so a reused pid is not mistaken."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def mark_owner(trial) -> None:
-    """Which process runs the trial: lets a restarted sweep on this host fail it at once if
-    that process died (heartbeats cover other hosts after their grace period)."""
-    trial.set_user_attr("host", socket.gethostname())
-    trial.set_user_attr("pid", os.getpid())
-    trial.set_user_attr("pid_start", proc_start_time())
 
 
 def record_result(trial, result) -> None:
