@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from ..errors import DataError, run_cli
+from .args import SPELLING_NOTE, ArgumentParser, check_wandb
 
 log = logging.getLogger("vantage.train")
 
@@ -22,11 +23,10 @@ DEBUG_TRAIN_EXAMPLES = 256
 DEBUG_EVAL_EXAMPLES = 16
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="vantage-train", description="Train a Vantage MoE text-to-SQL model.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
+def build_parser(prog: str = "vantage-train") -> argparse.ArgumentParser:
+    p = ArgumentParser(
+        prog=prog, description="Train a Vantage MoE text-to-SQL model.",
+        epilog=SPELLING_NOTE + "\n\nexamples:\n"
                "  vantage-train --config configs/tiny_model.yaml --data_dir synthetic --output_dir runs/tiny\n"
                "  vantage-train --config configs/medium_model.yaml --dry-run\n"
                "  vantage-train --config tiny --data_dir synthetic --output_dir runs/tiny "
@@ -116,8 +116,10 @@ def debug_subset(data):
                                eval_examples=data.eval_examples[:n_eval], eval_prompts=data.eval_prompts[:n_eval])
 
 
-def _main(argv) -> int:
-    args = build_parser().parse_args(argv)
+def _main(argv, prog: str = "vantage-train") -> int:
+    args = build_parser(prog).parse_args(argv)
+    if args.wandb_project:
+        check_wandb()   # before any work: no data loaded, no output folder created
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     cfg = resolve(args)
@@ -172,8 +174,8 @@ def _main(argv) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    return run_cli(_main, argv)
+def main(argv=None, prog: str = "vantage-train") -> int:
+    return run_cli(lambda a: _main(a, prog), argv)
 
 
 if __name__ == "__main__":
