@@ -18,7 +18,7 @@ from vantage_core.cli.args import ArgumentParser
 from vantage_core.errors import run_cli
 
 
-def main(argv=None) -> int:
+def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m runners.trial_worker",
                        description="Run ONE trial of a study (a child of the subprocess runner).")
     p.add_argument("--storage", default=os.environ.get("VANTAGE_TRIAL_STORAGE"),
@@ -29,6 +29,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="folder for the trial's run (default: the study's)")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only (the parent shows live progress)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if not args.storage:
         p.error("--storage (or VANTAGE_TRIAL_STORAGE) is required")
