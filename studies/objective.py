@@ -114,7 +114,8 @@ def run_trial(trial: optuna.Trial, spec: TrialSpec, data=None) -> float | tuple[
         (out / "config.yaml").write_text(cfg.to_yaml())
         trial.set_user_attr("checkpoint_dir", str(out))
         # One TensorBoard run per trial: `tensorboard --logdir sweeps/<study>` compares them.
-        sinks.append(TensorBoardSink(out / "logs"))
+        # Before the pruning callback, so the evaluation that prunes a trial is logged too.
+        sinks.insert(0, TensorBoardSink(out / "logs"))
     t0 = time.perf_counter()
     log.info("trial %d: %s", trial.number, trial.params)
     try:
