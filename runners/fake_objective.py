@@ -14,6 +14,7 @@ import math
 import os
 import time
 
+from studies.pruning import OptunaPruningCallback
 from vantage_core.train import metrics as M
 
 
@@ -29,8 +30,6 @@ def _score(params: dict) -> float:
 
 
 def quadratic(trial, spec):
-    from studies.pruning import OptunaPruningCallback
-
     cfg = spec.config_for(trial)
     trial.set_user_attr("config", cfg.to_yaml())
     log = os.environ.get("VANTAGE_FAKE_LOG")

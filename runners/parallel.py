@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 
+from studies.worker import join_study, optimize
+
 log = logging.getLogger("vantage.sweep")
 
 
@@ -27,7 +29,6 @@ def _run_share(storage_url: str, study_name: str, n_trials: int, timeout: float 
                          format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from studies.worker import join_study, optimize
     joined = join_study(storage_url, study_name, seed=seed, out=out, parallel=True)
     return optimize(joined, n_trials=n_trials, timeout=timeout)
 

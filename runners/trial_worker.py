@@ -14,6 +14,8 @@ import os
 import resource
 import sys
 
+from studies.objective import TrialFailed, make_objective
+from studies.worker import join_study
 from vantage_core.cli.args import ArgumentParser
 from vantage_core.errors import run_cli
 
@@ -47,8 +49,6 @@ def main(argv=None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     import warnings
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-    from studies.objective import TrialFailed, make_objective
-    from studies.worker import join_study
 
     joined = join_study(args.storage, args.study_name, seed=args.seed, out=args.out, check_data=False)
     study, spec = joined.study, joined.spec

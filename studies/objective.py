@@ -19,6 +19,7 @@ from vantage_core.errors import VantageError
 from vantage_core.train import metrics as M
 from vantage_core.train.callbacks import TensorBoardSink
 
+from .feasibility import check_trial
 from .pruning import OptunaPruningCallback
 from .recovery import mark_owner, proc_start_time  # noqa: F401 (re-exported)
 
@@ -98,12 +99,7 @@ def run_trial(trial: optuna.Trial, spec: TrialSpec, data=None) -> float | tuple[
     data = data if data is not None else spec.data
     cfg = spec.config_for(trial)
     trial.set_user_attr("config", cfg.to_yaml())
-    try:
-        from .feasibility import check_trial
-    except ImportError:  # pragma: no cover
-        check_trial = None
-    if check_trial is not None:
-        check_trial(trial, cfg, spec.max_memory)   # prunes, before launch, what cannot fit
+    check_trial(trial, cfg, spec.max_memory)   # prunes, before launch, what cannot fit
     cb = OptunaPruningCallback(trial, M.EVAL_EXACT_MATCH, prune=not spec.multi,
                                tie_break=spec.tie_break and not spec.multi)
     out = None
