@@ -195,7 +195,7 @@ def test_worker_live_display_and_not_a_terminal(tmp_path):
 # ---------------------------------------------------------------------------------------------
 def fake_train(curve):
     """The trainer's contract: reports to every callback, closes them, returns a TrainResult."""
-    def train(cfg, data, callbacks, output_dir=None):
+    def train(cfg, data, callbacks, output_dir=None, **_):
         reps = [{M.STEP: s, M.EVAL_EXACT_MATCH: em, M.EVAL_LOSS: loss, "eval/num_examples": 16}
                 for s, em, loss in curve]
         try:
