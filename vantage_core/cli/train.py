@@ -42,7 +42,8 @@ def build_parser(prog: str = "vantage-train") -> argparse.ArgumentParser:
     p.add_argument("--resume_from_checkpoint", metavar="PATH",
                    help="resume from a checkpoint folder (exactly, when it holds optimizer state; "
                         "weights only otherwise, e.g. another run's checkpoint-best)")
-    p.add_argument("--wandb_project", metavar="NAME", help="W&B project name (enables W&B logging)")
+    p.add_argument("--wandb_project", metavar="NAME", help="W&B project name (enables W&B logging; checked first: wandb installed, and `wandb login` "
+                        "or WANDB_MODE=offline)")
     p.add_argument("--wandb_run_name", metavar="NAME", help="W&B run name")
     p.add_argument("--seed", type=int, metavar="INT", help="random seed (default: the config's, 42)")
     p.add_argument("--debug", action="store_true",
