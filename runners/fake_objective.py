@@ -14,6 +14,7 @@ import math
 import os
 import time
 
+from studies.pruning import OptunaPruningCallback
 from vantage_core.train import metrics as M
 
 
@@ -29,8 +30,6 @@ def _score(params: dict) -> float:
 
 
 def quadratic(trial, spec):
-    from studies.pruning import OptunaPruningCallback
-
     cfg = spec.config_for(trial)
     trial.set_user_attr("config", cfg.to_yaml())
     log = os.environ.get("VANTAGE_FAKE_LOG")
@@ -45,6 +44,7 @@ def quadratic(trial, spec):
         if sleep:
             time.sleep(sleep)
         em = target * step / steps
+        cb.on_train_report({M.STEP: step, M.TRAIN_LOSS: 2.0 - em, M.TRAIN_TOKENS_PER_SEC: 1000.0 + step})
         cb.on_eval_report({M.STEP: step, M.EVAL_EXACT_MATCH: em, M.EVAL_LOSS: 1.0 - em, "eval/num_examples": 16})
     trial.set_user_attr("exact_match", target)
     trial.set_user_attr("peak_memory_bytes", 1 << 20)

@@ -7,7 +7,7 @@ import logging
 import optuna
 
 from studies.objective import TrialFailed, TrialSpec, make_objective
-from studies.study import reap_dead_trials
+from studies.recovery import reap_dead_trials
 
 log = logging.getLogger("vantage.sweep")
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 
+from studies.worker import join_study, optimize
+
 log = logging.getLogger("vantage.sweep")
 
 
@@ -18,21 +20,23 @@ def shares(n_trials: int, n_jobs: int) -> list[int]:
 
 
 def _run_share(storage_url: str, study_name: str, n_trials: int, timeout: float | None, seed: int | None,
-               out: str | None, verbose: bool) -> int:
+               out: str | None, verbose: bool, quiet: bool = False) -> int:
     import logging as _logging
     import sys
 
-    _logging.basicConfig(level=_logging.DEBUG if verbose else _logging.INFO, stream=sys.stderr,
+    level = _logging.DEBUG if verbose else _logging.WARNING if quiet else _logging.INFO
+    _logging.basicConfig(level=level, stream=sys.stderr,
                          format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from studies.worker import join_study, optimize
     joined = join_study(storage_url, study_name, seed=seed, out=out, parallel=True)
     return optimize(joined, n_trials=n_trials, timeout=timeout)
 
 
 def run_parallel(storage_url: str, study_name: str, *, n_trials: int, n_jobs: int, timeout: float | None = None,
-                 seed: int | None = 0, out: str | None = None, verbose: bool = False) -> int:
+                 seed: int | None = 0, out: str | None = None, verbose: bool = False,
+                 quiet_children: bool = False) -> int:
+    """`quiet_children`: the processes log warnings only (the parent's live display shows them)."""
     from joblib import Parallel, delayed
     from joblib.externals.loky import get_reusable_executor
 
@@ -41,7 +45,8 @@ def run_parallel(storage_url: str, study_name: str, *, n_trials: int, n_jobs: in
     try:
         done = Parallel(n_jobs=len(parts), backend="loky")(
             delayed(_run_share)(storage_url, study_name, k, timeout,
-                                None if seed is None else seed + 1000 * (i + 1), out, verbose)
+                                None if seed is None else seed + 1000 * (i + 1), out, verbose,
+                                quiet_children)
             for i, k in enumerate(parts))
     finally:
         get_reusable_executor().shutdown(wait=True)

@@ -21,8 +21,8 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from studies.objective import mark_owner
-from studies.study import _enqueue_retry, reap_dead_trials
+from studies.recovery import _enqueue_retry, mark_owner, reap_dead_trials
+from studies.storage import absolute
 
 log = logging.getLogger("vantage.sweep")
 
@@ -60,8 +60,9 @@ def _signal_name(rc: int) -> str:
 
 
 def run_one(study: optuna.Study, storage_url: str, *, trial_timeout: float | None = None, seed: int | None = None,
-            out: str | None = None, verbose: bool = False) -> int:
-    """Run one trial in a child process; returns its number."""
+            out: str | None = None, verbose: bool = False, quiet: bool = False) -> int:
+    """Run one trial in a child process; returns its number. `quiet`: the child logs warnings
+    only (the parent's live display shows its progress)."""
     trial = study.ask()
     mark_owner(trial)  # the parent owns it until the child takes over
     n = trial.number
@@ -75,6 +76,8 @@ def run_one(study: optuna.Study, storage_url: str, *, trial_timeout: float | Non
         cmd += ["--out", str(out)]
     if verbose:
         cmd.append("-v")
+    elif quiet:
+        cmd.append("--quiet")
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, env=dict(os.environ, VANTAGE_TRIAL_STORAGE=storage_url))
     rc, rss = _wait(proc, trial_timeout)
@@ -108,9 +111,8 @@ def run_one(study: optuna.Study, storage_url: str, *, trial_timeout: float | Non
 
 def run_subprocess(study: optuna.Study, storage_url: str, *, n_trials: int | None, timeout: float | None = None,
                    trial_timeout: float | None = None, n_jobs: int = 1, seed: int | None = 0,
-                   out: str | None = None, verbose: bool = False) -> int:
+                   out: str | None = None, verbose: bool = False, quiet_children: bool = False) -> int:
     """Run n_trials trials, each in its own process, n_jobs at a time."""
-    from studies.storage import absolute
     storage_url = absolute(storage_url)
     reap_dead_trials(study)
     t_start = time.monotonic()
@@ -129,7 +131,8 @@ def run_subprocess(study: optuna.Study, storage_url: str, *, n_trials: int | Non
 
     def loop():
         while take():
-            run_one(study, storage_url, trial_timeout=trial_timeout, seed=seed, out=out, verbose=verbose)
+            run_one(study, storage_url, trial_timeout=trial_timeout, seed=seed, out=out, verbose=verbose,
+                    quiet=quiet_children)
             with lock:
                 state["done"] += 1
             reap_dead_trials(study)

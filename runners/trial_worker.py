@@ -9,26 +9,38 @@ restarted sweep or the heartbeat does, if the parent died too)."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import resource
 import sys
 
+from studies.objective import TrialFailed, make_objective
+from studies.worker import join_study
+from vantage_core.cli.args import ArgumentParser
+from vantage_core.errors import run_cli
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m runners.trial_worker")
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m runners.trial_worker",
+                       description="Run ONE trial of a study (a child of the subprocess runner).")
     p.add_argument("--storage", default=os.environ.get("VANTAGE_TRIAL_STORAGE"),
                    help="storage URL (default: $VANTAGE_TRIAL_STORAGE, set by the subprocess runner)")
-    p.add_argument("--study-name", required=True)
-    p.add_argument("--trial-number", type=int, required=True)
+    p.add_argument("--study-name", required=True, help="the study the trial belongs to")
+    p.add_argument("--trial-number", type=int, required=True, help="the RUNNING trial (asked by the parent) to run")
     p.add_argument("--seed", type=int, default=None, help="sampler seed (the parent passes seed + trial number)")
-    p.add_argument("--out", default=None)
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--out", default=None, help="folder for the trial's run (default: the study's)")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings only (the parent shows live progress)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if not args.storage:
         p.error("--storage (or VANTAGE_TRIAL_STORAGE) is required")
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     import optuna
     from optuna.storages._heartbeat import get_heartbeat_thread
@@ -37,8 +49,6 @@ def main(argv=None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     import warnings
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-    from studies.objective import TrialFailed, make_objective
-    from studies.worker import join_study
 
     joined = join_study(args.storage, args.study_name, seed=args.seed, out=args.out, check_data=False)
     study, spec = joined.study, joined.spec
@@ -77,4 +87,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

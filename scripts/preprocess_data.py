@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vantage_core.cli.data import main  # noqa: E402
+from vantage_core.cli.data import script_main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(["preprocess", *sys.argv[1:]]))
+    sys.exit(script_main("preprocess", "scripts/preprocess_data.py"))

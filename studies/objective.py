@@ -5,9 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
-import os
 import shutil
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +17,11 @@ from search_spaces import SearchSpace
 from vantage_core.config import Config
 from vantage_core.errors import VantageError
 from vantage_core.train import metrics as M
+from vantage_core.train.callbacks import TensorBoardSink
 
+from .feasibility import check_trial
 from .pruning import OptunaPruningCallback
+from .recovery import mark_owner, proc_start_time  # noqa: F401 (re-exported)
 
 log = logging.getLogger("vantage.sweep")
 
@@ -73,23 +74,6 @@ class TrialSpec:
         return len(self.objectives) > 1
 
 
-def proc_start_time(pid: int | str = "self") -> str | None:
-    """The process's start time (clock ticks since boot) so a reused pid is not mistaken."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def mark_owner(trial) -> None:
-    """Which process runs the trial: lets a restarted sweep on this host fail it at once if
-    that process died (heartbeats cover other hosts after their grace period)."""
-    trial.set_user_attr("host", socket.gethostname())
-    trial.set_user_attr("pid", os.getpid())
-    trial.set_user_attr("pid_start", proc_start_time())
-
-
 def record_result(trial, result) -> None:
     from vantage_core.eval.metrics import proportion_ci
 
@@ -115,31 +99,33 @@ def run_trial(trial: optuna.Trial, spec: TrialSpec, data=None) -> float | tuple[
     data = data if data is not None else spec.data
     cfg = spec.config_for(trial)
     trial.set_user_attr("config", cfg.to_yaml())
-    try:
-        from .feasibility import check_trial
-    except ImportError:  # pragma: no cover
-        check_trial = None
-    if check_trial is not None:
-        check_trial(trial, cfg, spec.max_memory)   # prunes, before launch, what cannot fit
+    check_trial(trial, cfg, spec.max_memory)   # prunes, before launch, what cannot fit
     cb = OptunaPruningCallback(trial, M.EVAL_EXACT_MATCH, prune=not spec.multi,
                                tie_break=spec.tie_break and not spec.multi)
     out = None
+    sinks = [cb]
     if spec.runs_dir is not None:
         out = Path(spec.runs_dir) / f"trial-{trial.number:04d}"
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(cfg.to_yaml())
         trial.set_user_attr("checkpoint_dir", str(out))
+        # One TensorBoard run per trial: `tensorboard --logdir sweeps/<study>` compares them.
+        # Before the pruning callback, so the evaluation that prunes a trial is logged too.
+        sinks.insert(0, TensorBoardSink(out / "logs"))
     t0 = time.perf_counter()
     log.info("trial %d: %s", trial.number, trial.params)
     try:
-        result = train(cfg, data, [cb], output_dir=out)
+        result = train(cfg, data, sinks, output_dir=out)
     except optuna.TrialPruned:
         trial.set_user_attr("wall_time_s", time.perf_counter() - t0)
         if cb.history:
             trial.set_user_attr("exact_match", max(h[M.EVAL_EXACT_MATCH] for h in cb.history))
             trial.set_user_attr("steps", int(cb.history[-1][M.STEP]))
+            # The plain exact match of its last evaluation (never the pruner's tie-broken score).
+            log.info("trial %d: pruned at step %d, exact_match %.4f", trial.number,
+                     int(cb.history[-1][M.STEP]), float(cb.history[-1][M.EVAL_EXACT_MATCH]))
         if out is not None and not spec.keep_checkpoints:
-            shutil.rmtree(out, ignore_errors=True)
+            remove_checkpoints(out)   # the TensorBoard events, config and metrics stay
             trial.set_user_attr("checkpoint_dir", None)
         raise
     except VantageError as e:
@@ -159,6 +145,18 @@ def run_trial(trial: optuna.Trial, spec: TrialSpec, data=None) -> float | tuple[
     values = tuple(float(getattr(result, OBJECTIVES[o][1])) for o in spec.objectives)
     log.info("trial %d: %s", trial.number, dict(zip(spec.objectives, values)))
     return values if spec.multi else values[0]
+
+
+def remove_checkpoints(run: Path) -> None:
+    """A pruned trial's checkpoints (everything but its logs, config and metrics) are deleted."""
+    keep = {"logs", "config.yaml", "metrics.jsonl"}
+    for p in Path(run).iterdir():
+        if p.name in keep:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
 
 def load_ref(ref: str) -> Callable:

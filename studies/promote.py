@@ -23,7 +23,15 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+import yaml
+
+from vantage_core.cli.args import ArgumentParser, nonnegative_int, positive_int
 from vantage_core.errors import VantageError
+from vantage_core.fileio import atomic_write
+
+from .settings import SweepSettings
+from .storage import DEFAULT_STORAGE, open_storage
+from .study import load_existing
 
 log = logging.getLogger("vantage.sweep")
 
@@ -109,19 +117,13 @@ def run_repeats(study: optuna.Study, spec, *, repeats: int, trial_number: int | 
 
 def promote(storage_url: str, study_name: str, *, trial_number: int | None, num_train_steps: int,
             repeats: int = 1, dev_examples: int | None = None, out: str | Path | None = None) -> dict[str, Any]:
-    import yaml
-
     from vantage_core.data.prepare import prepare_data
-
-    from .storage import open_storage
-    from .study import load_existing, load_settings
-    from .worker import spec_from_settings
 
     storage = open_storage(storage_url, heartbeat_interval=None)
     study = load_existing(storage, study_name, storage_url)
-    settings = load_settings(study)
+    settings = SweepSettings.load(study)
     trial = pick_trial(study, trial_number)
-    spec = spec_from_settings(settings)
+    spec = settings.spec()
     cfg = spec.space.apply(spec.base, dict(trial.params))       # the full-run config, no per-trial clamps
     t = cfg.training
     cfg = cfg.replace(
@@ -159,35 +161,32 @@ def promote(storage_url: str, study_name: str, *, trial_number: int | None, num_
     return rec
 
 
-def promote_parser() -> argparse.ArgumentParser:
-    from .storage import DEFAULT_STORAGE
-    p = argparse.ArgumentParser(
-        prog="vantage-sweep promote",
-        description="Train a trial's configuration (default: the best) for the full budget and evaluate it once "
-                    "on the dev set; the result is stored on the study (user attribute 'promoted').")
+PROMOTE_DESCRIPTION = ("Train a trial's configuration (default: the best) for the full budget and evaluate it once "
+                       "on the dev set; the result is stored on the study (user attribute 'promoted').")
+
+
+def add_promote_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("study", help="study name")
-    p.add_argument("--trial", type=int, default=None, help="trial number (default: the best trial)")
-    p.add_argument("--num_train_steps", "--num-train-steps", dest="num_train_steps", type=int, required=True,
-                   help="training steps of the promoted run")
+    p.add_argument("--trial", type=nonnegative_int, default=None, help="trial number (default: the best trial)")
+    p.add_argument("--num_train_steps", type=positive_int, required=True, help="training steps of the promoted run")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default: {DEFAULT_STORAGE})")
-    p.add_argument("--repeats", type=int, default=1, metavar="K",
+    p.add_argument("--repeats", type=positive_int, default=1, metavar="K",
                    help="train with K seeds; reports the mean and a 95%% t-interval (default: 1, Wilson interval)")
-    p.add_argument("--dev-examples", type=int, default=None, help="evaluate on the first N dev examples of a "
-                                                                   "fixed shuffle (default: all)")
+    p.add_argument("--dev-examples", type=positive_int, default=None,
+                   help="evaluate on the first N dev examples of a fixed shuffle (default: all)")
     p.add_argument("--out", default=None, help="checkpoint folder (default: sweeps/<study>/promoted)")
     p.add_argument("--write-config", default=None, metavar="PATH",
                    help="also write the promoted run's resolved config as YAML here (e.g. configs/spider_best.yaml)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def promote_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(prog="vantage-sweep promote", description=PROMOTE_DESCRIPTION)
+    add_promote_arguments(p)
     return p
 
 
 def cmd_promote(args) -> int:
-    if args.num_train_steps <= 0:
-        raise VantageError(f"--num_train_steps must be > 0, got {args.num_train_steps}")
-    if args.repeats <= 0:
-        raise VantageError(f"--repeats must be > 0, got {args.repeats}")
-    if args.dev_examples is not None and args.dev_examples <= 0:
-        raise VantageError(f"--dev-examples must be > 0, got {args.dev_examples}")
     rec = promote(args.storage, args.study, trial_number=args.trial, num_train_steps=args.num_train_steps,
                   repeats=args.repeats, dev_examples=args.dev_examples, out=args.out)
     if args.write_config:
@@ -195,7 +194,6 @@ def cmd_promote(args) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         head = (f"# Promoted from study '{args.study}', trial {rec['trial']} ({rec['steps']} steps): dev exact match "
                 f"{rec['dev_exact_match']:.3f} on {rec['dev_examples']} examples (vantage-sweep promote).\n")
-        from vantage_core.fileio import atomic_write
         atomic_write(path, head + rec["config"], what="promoted config")
         print(f"config: {path}")
     return 0

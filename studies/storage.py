@@ -13,6 +13,8 @@ import optuna
 
 from vantage_core.errors import StorageError
 
+from .recovery import retry_stale_trial
+
 _log = logging.getLogger("vantage.storage")
 
 # Heartbeats are marked experimental by Optuna; they are what makes worker crashes safe here.
@@ -155,7 +157,6 @@ def open_storage(url: str, *, heartbeat_interval: int | None = 60, grace_period:
     if heartbeat_interval:
         # A worker that dies leaves its trial RUNNING; heartbeats let others fail and retry it.
         if stale_callback is None:
-            from .study import retry_stale_trial
             stale_callback = retry_stale_trial
         kwargs = {"heartbeat_interval": int(heartbeat_interval), "grace_period": int(grace_period or 2 * heartbeat_interval),
                   "heartbeat_stale_trial_callback": stale_callback}

@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import socket
 from typing import Any
 
 import optuna
@@ -17,6 +15,9 @@ from vantage_core.config import Config
 from vantage_core.errors import StorageError, VantageError
 
 from .pruning import TieBreakHyperbandPruner, TieBreakMedianPruner, TieBreakSuccessiveHalvingPruner
+from .recovery import MAX_RETRIES, _enqueue_retry, reap_dead_trials, retry_stale_trial  # noqa: F401 (re-exported)
+from .settings import SETTINGS_ATTR, SweepSettings, load_settings, save_settings  # noqa: F401 (re-exported)
+from .storage import redact
 
 log = logging.getLogger("vantage.sweep")
 
@@ -142,7 +143,10 @@ def fingerprint_parts(space: SearchSpace, base: Config, data_desc: dict[str, Any
 
 def open_study(storage, study_name: str, directions: list[str], sampler, pruner, fingerprint: dict[str, Any],
                *, new_study: bool = False, accept_mismatch: bool = False,
-               base_config_dict: dict | None = None) -> optuna.Study:
+               base_config_dict: dict | None = None, metric_names: list[str] | None = None) -> optuna.Study:
+    """Create the study, or continue it after checking its directions and fingerprint.
+    `metric_names` (one per objective, e.g. ["exact_match"]) are stored with
+    `study.set_metric_names`, so optuna-dashboard labels the values."""
     try:
         existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     except Exception as e:
@@ -165,110 +169,22 @@ def open_study(storage, study_name: str, directions: list[str], sampler, pruner,
                                    "pass --new-study with a new --study-name, or --accept-mismatch")
             log.warning("study %s: fingerprint mismatch accepted (%s)", study_name, "; ".join(changed))
             study.set_user_attr("fingerprint", fingerprint)
+        _name_metrics(study, metric_names)
         return study
     study = optuna.create_study(study_name=study_name, storage=storage, directions=directions,
                                 sampler=sampler, pruner=pruner)
     study.set_user_attr("fingerprint", fingerprint)
+    _name_metrics(study, metric_names)
     return study
 
 
-# ---------------------------------------------------------------------------------------
-# What a worker needs to join a study with only --storage and --study-name
-# ---------------------------------------------------------------------------------------
-SETTINGS_ATTR = "vantage"
-
-
-def save_settings(study: optuna.Study, settings: dict[str, Any]) -> None:
-    study.set_user_attr(SETTINGS_ATTR, settings)
-
-
-def load_settings(study: optuna.Study) -> dict[str, Any]:
-    s = study.user_attrs.get(SETTINGS_ATTR)
-    if not s:
-        raise VantageError(f"study '{study.study_name}' has no Vantage settings (was it created by "
-                           "vantage-sweep?); start it with `vantage-sweep SWEEP --study-name ...` first")
-    return s
+def _name_metrics(study: optuna.Study, names: list[str] | None) -> None:
+    if names and study.metric_names != list(names):
+        study.set_metric_names(list(names))
 
 
 def load_existing(storage, study_name: str, storage_url: str = "", **kwargs) -> optuna.Study:
-    from .storage import redact
     try:
         return optuna.load_study(study_name=study_name, storage=storage, **kwargs)
     except KeyError:
         raise VantageError(f"study '{study_name}' not found in {redact(storage_url) or 'storage'}") from None
-
-
-# ---------------------------------------------------------------------------------------
-# Dead and stale trials: FAIL with a reason, then retried with the same parameters
-# ---------------------------------------------------------------------------------------
-MAX_RETRIES = 2
-
-
-def _enqueue_retry(study: optuna.Study, failed, reason: str) -> None:
-    retries = int(failed.user_attrs.get("retries", 0))
-    if retries >= MAX_RETRIES:
-        log.warning("trial %d failed (%s); not retried again (%d retries)", failed.number, reason, retries)
-        return
-    attrs = {"retry_of": failed.number, "retries": retries + 1, "retry_reason": reason}
-    if failed.user_attrs.get("baseline"):
-        attrs["baseline"] = True
-    study.enqueue_trial(dict(failed.params), user_attrs=attrs, skip_if_exists=False)
-    log.warning("trial %d failed (%s); re-queued with the same parameters", failed.number, reason)
-
-
-def retry_stale_trial(study: optuna.Study, trial) -> None:
-    """Heartbeat stale-trial callback: the trial is already FAIL (Optuna refuses attributes on
-    finished trials), so the reason goes on the retry and on the study."""
-    reason = (f"heartbeat stale: the process running it ({trial.user_attrs.get('host')}:"
-              f"{trial.user_attrs.get('pid')}) stopped reporting (killed, crashed or lost)")
-    try:
-        fails = dict(study.user_attrs.get("failure_reasons", {}))
-        fails[str(trial.number)] = reason
-        study.set_user_attr("failure_reasons", fails)
-    except Exception:  # best effort
-        log.debug("cannot record failure reason", exc_info=True)
-    _enqueue_retry(study, trial, reason)
-
-
-def _pid_alive(pid: int, start: str | None) -> bool:
-    from .objective import proc_start_time
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                return False
-    except OSError:
-        pass
-    now = proc_start_time(pid)
-    return not (start and now and now != start)
-
-
-def reap_dead_trials(study: optuna.Study) -> list[int]:
-    """RUNNING trials whose process on this host is gone: FAIL with a reason and retry.
-
-    (Trials of other hosts are failed by heartbeats after the grace period.)"""
-    from optuna.trial import TrialState
-    host = socket.gethostname()
-    reaped = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        ua = t.user_attrs
-        if ua.get("host") != host or not ua.get("pid"):
-            continue
-        pid = int(ua["pid"])
-        if pid == os.getpid() or _pid_alive(pid, ua.get("pid_start")):
-            continue
-        reason = f"process {pid} on {host} died while running this trial (killed or crashed)"
-        try:
-            study._storage.set_trial_user_attr(t._trial_id, "failure_reason", reason)
-            if not study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another process got there first
-        reaped.append(t.number)
-        _enqueue_retry(study, study._storage.get_trial(t._trial_id), reason)
-    return reaped

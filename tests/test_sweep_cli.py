@@ -59,6 +59,19 @@ def test_sweep_creates_study_with_metrics_and_report(first_sweep):
     assert "Best trial" in (report / "report.md").read_text()
 
 
+def test_each_trial_writes_its_tensorboard_run(first_sweep):
+    """`tensorboard --logdir sweeps/<study>` compares trials: one event-file run per trial
+    (pruned trials keep theirs), and the study names its metric for optuna-dashboard."""
+    tmp, _ = first_sweep
+    study = optuna.load_study(study_name="lr-tiny-synthetic", storage=f"sqlite:///{tmp}/vantage_studies.db")
+    assert study.metric_names == ["exact_match"]
+    trials = tmp / "sweeps" / "lr-tiny-synthetic" / "trials"
+    for t in study.trials:
+        if t.state.name in ("COMPLETE", "PRUNED"):
+            logs = trials / f"trial-{t.number:04d}" / "logs"
+            assert list(logs.glob("events.out.tfevents.*")), (t.number, t.state.name)
+
+
 def test_rerun_continues_same_study(first_sweep):
     tmp, _ = first_sweep
     db = tmp / "vantage_studies.db"

@@ -15,23 +15,19 @@ import sys
 from pathlib import Path
 
 from ..errors import DataError, VantageError, run_cli
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one-line VantageErrors (exit code 2 via run_cli)."""
-
-    def error(self, message):
-        raise VantageError(f"{self.prog}: {message}")
+from .args import SPELLING_NOTE
+from .args import ArgumentParser as _Parser   # one-line usage errors, shown defaults, both spellings
 
 
 def _score_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="vantage-eval score", description="Score predictions against gold SQL.")
+    p = _Parser(prog="vantage-eval score", description="Score predictions against gold SQL.", epilog=SPELLING_NOTE)
     p.add_argument("--gold", required=True, type=Path, help="gold file: SQL<TAB>db_id per line")
     p.add_argument("--pred", required=True, type=Path, help="predictions: one SQL per line, same order")
     p.add_argument("--tables", required=True, type=Path, help="Spider tables.json")
     p.add_argument("--db", type=Path, default=None,
-                   help="database folder (DB/DB.sqlite); execution is measured where a file exists")
-    p.add_argument("--out", type=Path, default=None, help="write one JSON verdict per line here")
+                   help="database folder (DB/DB.sqlite); execution is measured where a file exists "
+                        "(default: none, no execution)")
+    p.add_argument("--out", type=Path, default=None, help="write one JSON verdict per line here (default: not written)")
     p.add_argument("--compare-values", action="store_true", help="literal values must match too")
     p.add_argument("--compare-distinct", action="store_true", help="DISTINCT must match too")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds per query execution")
@@ -40,7 +36,7 @@ def _score_parser() -> argparse.ArgumentParser:
 
 def _generate_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="vantage-eval", description="Generate SQL with a checkpoint and score it "
-                "(use `vantage-eval score ...` to score an existing prediction file).")
+                "(use `vantage-eval score ...` to score an existing prediction file).", epilog=SPELLING_NOTE)
     p.add_argument("--checkpoint", required=True,
                    help="a Vantage checkpoint folder (e.g. run/checkpoint-best), or, zero-shot, a pretrained "
                         "source: smollm2-135m, a Llama GGUF file or a Hugging Face Llama folder")
@@ -55,10 +51,11 @@ def _generate_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pick-valid", action="store_true",
                    help="with beam search, keep the top beam instead of the first candidate that "
                         "parses and compiles against the schema")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples (default: all)")
     p.add_argument("--batch_size", type=int, default=None, help="decoding batch size (default: the config's)")
     p.add_argument("--output", type=Path, default=None,
-                   help="per-example JSONL: question, gold, prediction, beam candidates, verdicts")
+                   help="per-example JSONL: question, gold, prediction, beam candidates, verdicts "
+                        "(default: not written)")
     return p
 
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from ..errors import DataError, run_cli
+from .args import SPELLING_NOTE, ArgumentParser, check_wandb
 
 log = logging.getLogger("vantage.train")
 
@@ -22,11 +23,10 @@ DEBUG_TRAIN_EXAMPLES = 256
 DEBUG_EVAL_EXAMPLES = 16
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="vantage-train", description="Train a Vantage MoE text-to-SQL model.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
+def build_parser(prog: str = "vantage-train") -> argparse.ArgumentParser:
+    p = ArgumentParser(
+        prog=prog, description="Train a Vantage MoE text-to-SQL model.",
+        epilog=SPELLING_NOTE + "\n\nexamples:\n"
                "  vantage-train --config configs/tiny_model.yaml --data_dir synthetic --output_dir runs/tiny\n"
                "  vantage-train --config configs/medium_model.yaml --dry-run\n"
                "  vantage-train --config tiny --data_dir synthetic --output_dir runs/tiny "
@@ -34,13 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, metavar="PATH",
                    help="path to a config file, or tiny/small/medium/large (required)")
     p.add_argument("--data_dir", metavar="PATH",
-                   help="preprocessed data folder, a Spider-layout folder, 'synthetic' or 'spider:PATH' "
-                        "(default: the config's data.source)")
-    p.add_argument("--output_dir", metavar="PATH", help="output directory for checkpoints, logs and metrics")
+                   help="preprocessed data folder, a Spider-layout folder, 'synthetic', 'spider:PATH' or a mix "
+                        "such as 'synthetic+spider:PATH' (default: the config's data.source)")
+    p.add_argument("--output_dir", metavar="PATH",
+                   help="output directory for checkpoints, logs and metrics (default: checkpoints/<name> for "
+                        "--config <name>.yaml, none for tiny/small/medium/large)")
     p.add_argument("--resume_from_checkpoint", metavar="PATH",
                    help="resume from a checkpoint folder (exactly, when it holds optimizer state; "
                         "weights only otherwise, e.g. another run's checkpoint-best)")
-    p.add_argument("--wandb_project", metavar="NAME", help="W&B project name (enables W&B logging)")
+    p.add_argument("--wandb_project", metavar="NAME", help="W&B project name (enables W&B logging; checked first: wandb installed, and `wandb login` "
+                        "or WANDB_MODE=offline)")
     p.add_argument("--wandb_run_name", metavar="NAME", help="W&B run name")
     p.add_argument("--seed", type=int, metavar="INT", help="random seed (default: the config's, 42)")
     p.add_argument("--debug", action="store_true",
@@ -83,6 +86,68 @@ def data_source(data_dir: str) -> str:
     return str(Path(data_dir).expanduser().absolute())
 
 
+def is_mix(source: str) -> bool:
+    return "+" in source and not Path(source).exists()
+
+
+def prepare_mix(cfg) -> str:
+    """A mixed data source, 'synthetic+spider:PATH' (each part: synthetic or spider:PATH), as one
+    processed folder: the parts are laid out as `vantage-data preprocess` expects (synthetic/,
+    spider/) in the cache and preprocessed once (the same code and cache check as the guide's
+    preprocess step); the data.*_weight keys mix them. Returns the processed folder."""
+    import hashlib
+    import json
+
+    from ..data.prepare import cache_root
+    from ..data.preprocess import preprocess
+    from ..data.synthetic import generate_synthetic
+
+    d = cfg.data
+    parts = [p.strip() for p in d.source.split("+") if p.strip()]
+    resolved = []
+    for part in parts:
+        if part == "synthetic":
+            resolved.append(("synthetic", None))
+        elif part.startswith("spider:"):
+            path = Path(part.split(":", 1)[1]).expanduser().resolve()
+            if not (path / "tables.json").is_file():
+                raise DataError(f"data source '{d.source}': {path} is not a Spider folder (no tables.json)")
+            resolved.append(("spider", path))
+        else:
+            raise DataError(f"data source '{d.source}': each part of a mix is 'synthetic' or 'spider:PATH', "
+                            f"got '{part}'")
+    names = [n for n, _ in resolved]
+    if len(set(names)) != len(names):
+        raise DataError(f"data source '{d.source}': give each dataset once")
+    key = hashlib.sha256(json.dumps([[n, str(p)] for n, p in resolved] + [
+        d.seed, d.synthetic_num_databases, d.synthetic_examples_per_db, d.synthetic_name_variation]).encode())
+    root = cache_root() / "mix" / key.hexdigest()[:16]
+    raw = root / "data"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, path in resolved:
+        link = raw / name
+        if name == "synthetic":
+            generate_synthetic(link, num_databases=d.synthetic_num_databases, examples_per_db=d.synthetic_examples_per_db,
+                               seed=d.seed, name_variation=d.synthetic_name_variation)
+            continue
+        if link.is_symlink() and link.resolve() != path:
+            link.unlink()
+        if not link.exists():
+            link.symlink_to(path, target_is_directory=True)
+    res = preprocess(cfg, raw, root / "processed", num_workers=d.num_workers)
+    log.info("data mix %s: %s (%s)", d.source, res.output_dir, "cached" if res.cached else "preprocessed")
+    return str(res.output_dir)
+
+
+def default_output_dir(config: str) -> Path | None:
+    """--output_dir not given: checkpoints/<config file name> for a config file (the guide's
+    `--config configs/stage1.yaml` -> ./checkpoints/stage1); None for the shipped names."""
+    p = Path(config)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        return Path("checkpoints") / p.stem
+    return None
+
+
 def check_data_dir(source: str) -> None:
     if source == "synthetic" or source.startswith("spider:") or Path(source).is_dir():
         return
@@ -116,8 +181,10 @@ def debug_subset(data):
                                eval_examples=data.eval_examples[:n_eval], eval_prompts=data.eval_prompts[:n_eval])
 
 
-def _main(argv) -> int:
-    args = build_parser().parse_args(argv)
+def _main(argv, prog: str = "vantage-train") -> int:
+    args = build_parser(prog).parse_args(argv)
+    if args.wandb_project:
+        check_wandb()   # before any work: no data loaded, no output folder created
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     cfg = resolve(args)
@@ -127,6 +194,8 @@ def _main(argv) -> int:
     from ..model.memory import check_fits, states_fit
     if args.memory_check and not states_fit(cfg):
         check_fits(cfg)   # weights + AdamW alone exceed the device: refuse now, before loading data
+    if is_mix(cfg.data.source):
+        cfg = cfg.replace(data={"source": prepare_mix(cfg)})
     check_data_dir(cfg.data.source)
 
     from ..data.prepare import prepare_data
@@ -147,7 +216,9 @@ def _main(argv) -> int:
         data = debug_subset(data)
     log.info("data: %d training sequences, %d evaluation examples (%s)", len(data.train),
              len(data.eval_examples), data.source)
-    out = Path(args.output_dir) if args.output_dir else None
+    out = Path(args.output_dir) if args.output_dir else default_output_dir(args.config)
+    if out is not None and not args.output_dir:
+        log.info("output: %s (--output_dir not given)", out)
     cbs = []
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -172,8 +243,8 @@ def _main(argv) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    return run_cli(_main, argv)
+def main(argv=None, prog: str = "vantage-train") -> int:
+    return run_cli(lambda a: _main(a, prog), argv)
 
 
 if __name__ == "__main__":
