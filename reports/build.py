@@ -26,7 +26,7 @@ from vantage_core.fileio import atomic_write
 
 from . import plots
 from .data import METRICS, StudyData, load_study_data
-from .diagnosis import MODES, diagnose_trial
+from .diagnosis import MODES, diagnose_study
 
 log = logging.getLogger("vantage.report")
 
@@ -780,16 +780,18 @@ def section_diagnosis(sd: StudyData) -> tuple[Section, pd.DataFrame]:
     ref = float(done["eval_loss"].min()) if len(done) else None
     rows = []
     n_hist = 0
+    per_trial = diagnose_study(sd.trials, reference_eval_loss=ref)
     for t in sd.trials:
         if t.user_attrs.get("train_history") or t.user_attrs.get("eval_history"):
             n_hist += 1
-        for f in diagnose_trial(t, reference_eval_loss=ref):
+        for f in per_trial[t.number]:
             rows.append({"trial": t.number, "state": t.state.name, "params": _params_str(t), "failure mode": f.title,
                          "mode": f.mode, "severity": f.severity, "step": f.step, "evidence": f.evidence,
                          "remedy (guide)": f.remedy})
     table = pd.DataFrame(rows, columns=["trial", "state", "params", "failure mode", "mode", "severity", "step",
                                         "evidence", "remedy (guide)"])
-    checked = "expert collapse, loss spikes / NaN loss, exploding gradients, overfitting, underfitting, out of memory"
+    checked = ("expert collapse, loss spikes / NaN loss (a spike at the same step in most trials is read as the "
+               "data's), exploding gradients, overfitting, underfitting, out of memory")
     s.text(f"Read the metric history of {n_hist} trials (and every trial's failure/infeasible reason) for the "
            f"guide's failure modes: {checked}.")
     short = sum(1 for t in sd.trials if 0 < len(t.user_attrs.get("train_history") or []) < 3)
@@ -808,7 +810,9 @@ def section_diagnosis(sd: StudyData) -> tuple[Section, pd.DataFrame]:
     summ["remedy (guide)"] = summ["mode"].map(lambda m: MODES[m][1])
     s.text(f"{len(table)} findings in {table['trial'].nunique()} trials:")
     s.table(summ[["failure mode", "trials", "example trials", "remedy (guide)"]].sort_values("trials", ascending=False))
-    s.text("Per trial, with the evidence from its history and the remedy:")
+    s.text("Per trial, with the evidence from its history and the remedy. Remedies are read against the study: "
+           "settings the trial already has are left out, and a learning-rate range is recommended only where "
+           "no trial ran yet or one that ran there did better.")
     show = table.copy()
     show["step"] = show["step"].map(lambda v: str(int(v)) if _isnum(v) else "")
     s.table(show.drop(columns=["mode"]), "diagnosis.csv")
