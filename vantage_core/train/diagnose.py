@@ -149,7 +149,7 @@ def remedy_text(mode: str, config: dict | None = None, *, lr: str | None = None)
     if not parts:
         return f"{r.lead} the run already has every setting the guide suggests.".strip()
     body = "; ".join(parts)
-    body = body[0].upper() + body[1:]
+    body = (body[0].lower() if r.lead and not body.startswith("This") else body[0].upper()) + body[1:]
     return (f"{r.lead} {body}." if r.lead else f"{body}.").replace("..", ".")
 
 
