@@ -377,14 +377,15 @@ def param_points(sd: StudyData, param: str, param2: str | None = None) -> pd.Dat
     interval (ci_low, ci_high) where y is the exact match; baseline."""
     col, _, label = _target(sd)
     em_target = label == "exact match"
-    df = sd.frame.set_index("number")
+    cols = [c for c in (col, "em_ci_low", "em_ci_high") if c in sd.frame]
+    by_number = sd.frame.set_index("number")[cols].to_dict("index")
     rows = []
     for t in sd.trials:
         if param not in t.params or (param2 is not None and param2 not in t.params):
             continue
         if t.state.name not in plots.STATE_ORDER:
             continue
-        r = df.loc[t.number]
+        r = by_number.get(t.number, {})
         y = lo = hi = None
         if t.state == COMPLETE:
             y = r.get(col)
@@ -442,7 +443,7 @@ def section_params(sd: StudyData, best: int | None, images: dict[str, bytes],
                      "complete": int((pts["state"] == "COMPLETE").sum()), "pruned": int((pts["state"] == "PRUNED").sum()),
                      "failed": int((pts["state"] == "FAIL").sum()),
                      "best trial": int(bestrow["number"].iloc[0]) if len(bestrow) else "-",
-                     f"its {p}": fmt_num(bestrow["x"].iloc[0]) if len(bestrow) else "-",
+                     "its value": fmt_num(bestrow["x"].iloc[0]) if len(bestrow) else "-",
                      f"its {label}": fmt_num(bestrow["y"].iloc[0]) if len(bestrow) else "-",
                      "completed range": (f"{fmt_num(done['x'].min())} - {fmt_num(done['x'].max())}"
                                          if len(done) and kind != "categorical" else "-")})
@@ -452,7 +453,7 @@ def section_params(sd: StudyData, best: int | None, images: dict[str, bytes],
         images[_img_name(p)] = plots.png(fig)
         long.append(pts.drop(columns=["x2"]).assign(parameter=p))
     table = pd.DataFrame(rows)
-    s.table(table.rename(columns=lambda c: c), "params.csv")
+    s.table(table)
     for p in params:
         s.image(_img_name(p), f"{label} vs {p}")
     if len(params) >= 2:

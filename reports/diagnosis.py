@@ -13,6 +13,8 @@ A healthy run yields no findings.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import math
 import re
 import statistics
@@ -222,7 +224,33 @@ class StudyContext:
                 and lo <= o.learning_rate <= hi]
 
 
-def pruned_on_tie_break(t, trials) -> tuple[bool, str]:
+class _StepValues:
+    """Every COMPLETE/PRUNED trial's intermediate value at each step, sorted once, so the median
+    of the others at a step (one trial left out) costs a bisect, not a pass over the study."""
+
+    def __init__(self, trials):
+        self.by_step: dict[int, list[float]] = {}
+        for o in trials:
+            if o.state.name in ("COMPLETE", "PRUNED"):
+                for st, v in (o.intermediate_values or {}).items():
+                    if isinstance(v, (int, float)) and math.isfinite(v):
+                        self.by_step.setdefault(st, []).append(float(v))
+        for vals in self.by_step.values():
+            vals.sort()
+
+    def median_without(self, step: int, v: float, exclude_self: bool) -> float | None:
+        vals = self.by_step.get(step, [])
+        n = len(vals) - (1 if exclude_self else 0)
+        if n <= 0:
+            return None
+        i = bisect.bisect_left(vals, v) if exclude_self else None
+
+        def at(k):   # k-th smallest of the others
+            return vals[k + 1] if i is not None and k >= i else vals[k]
+        return at(n // 2) if n % 2 else (at(n // 2 - 1) + at(n // 2)) / 2
+
+
+def pruned_on_tie_break(t, trials, _values: _StepValues | None = None) -> tuple[bool, str]:
     """Whether the pruner stopped pruned trial `t` on the eval-loss tie-break: its exact match at
     the pruning step was not below the median of the other trials' at that step (on exact match
     alone it would have gone on), so the loss decided. Returns (decided by the tie-break, note)."""
@@ -232,12 +260,12 @@ def pruned_on_tie_break(t, trials) -> tuple[bool, str]:
                        else "pruned before its first evaluation")
     step = t.user_attrs.get("pruned_at_step")
     step = step if step in iv else max(iv)
-    v = iv[step]
-    others = [o.intermediate_values[step] for o in trials if o.number != t.number
-              and o.state.name in ("COMPLETE", "PRUNED") and step in (o.intermediate_values or {})]
-    if not others:
+    v = float(iv[step])
+    values = _values or _StepValues(trials)
+    mine = t.state.name in ("COMPLETE", "PRUNED") and math.isfinite(v)
+    med = values.median_without(step, v, exclude_self=mine)
+    if med is None:
         return False, f"pruned at step {step} (exact match {_fmt(v)})"
-    med = statistics.median(others)
     if v >= med:
         return True, (f"pruned at step {step} on the eval-loss tie-break (its exact match {_fmt(v)} equalled the "
                       f"others' median {_fmt(med)}, so its eval loss decided)")
@@ -248,10 +276,12 @@ def study_context(trials) -> StudyContext:
     outcomes = []
     spikes: dict[int, list[tuple[int, float | None]]] = {}
     covering: dict[int, int] = {}
+    values = _StepValues(trials)
     for t in trials:
         lr = t.params.get("learning_rate")
         if lr is None:
-            lr = config_of(t).get("training", {}).get("learning_rate") if config_of(t) else None
+            tr = config_of(t).get("training")
+            lr = tr.get("learning_rate") if isinstance(tr, dict) else None
         lr = float(lr) if isinstance(lr, (int, float)) and not isinstance(lr, bool) else None
         em = t.user_attrs.get("exact_match")
         em = float(em) if isinstance(em, (int, float)) and not isinstance(em, bool) else None
@@ -259,7 +289,7 @@ def study_context(trials) -> StudyContext:
         if st == "COMPLETE":
             note = f"completed with exact match {_fmt(em) if em is not None else '-'}"
         elif st == "PRUNED":
-            note = pruned_on_tie_break(t, trials)[1]
+            note = pruned_on_tie_break(t, trials, values)[1]
         elif st == "FAIL":
             note = "failed" + (f" ({t.user_attrs['failure_reason'][:60]})" if t.user_attrs.get("failure_reason") else "")
         else:
@@ -289,9 +319,14 @@ def config_of(t) -> dict:
         return raw
     if not isinstance(raw, str) or not raw.strip():
         return {}
+    return _parse_config(raw)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_config(raw: str) -> dict:
     try:
         import yaml
-        d = yaml.safe_load(raw)
+        d = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except Exception:  # noqa: BLE001 - an unreadable config only loses the "already set" filter
         return {}
     return d if isinstance(d, dict) else {}

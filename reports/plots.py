@@ -47,8 +47,11 @@ def _legend(ax, **kw) -> None:
     """A legend only of what is drawn: no entry without points, no empty legend box."""
     handles, labels = ax.get_legend_handles_labels()
     keep = [(h, lab) for h, lab in zip(handles, labels) if lab and not lab.startswith("_")]
-    if keep:
-        ax.legend([h for h, _ in keep], [lab for _, lab in keep], fontsize=7, loc=kw.pop("loc", "best"), **kw)
+    if not keep:
+        return
+    if kw.pop("outside", False):   # beside the axes: never over the points
+        kw.update(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    ax.legend([h for h, _ in keep], [lab for _, lab in keep], fontsize=7, loc=kw.pop("loc", "best"), **kw)
 
 
 def _integer_axis(axis) -> None:
@@ -111,7 +114,7 @@ def fig_em_scatter(df: pd.DataFrame, x: str, xlabel: str, title: str, *, front: 
             ax.step(f[x], f["exact_match"], where="post", c=C_FRONT, lw=1.2, label="Pareto front", zorder=4)
         if logx and (d[x] > 0).all():
             ax.set_xscale("log")
-        _legend(ax)
+        _legend(ax, outside=True)
     else:
         ax.text(0.5, 0.5, "no trial has both values", ha="center", va="center", transform=ax.transAxes)
     return fig
@@ -135,7 +138,7 @@ def fig_history(hist: pd.DataFrame, direction: str, label: str, others: pd.DataF
     if others is not None and len(others):
         _state_points(ax, others, "number", "value", skip=("COMPLETE",))
     _integer_axis(ax.xaxis)
-    _legend(ax)
+    _legend(ax, outside=True)
     return fig
 
 
@@ -297,7 +300,7 @@ def fig_objective_vs_param(pts: pd.DataFrame, param: str, *, kind: str = "float"
     if cats is not None:
         ax.set_xticks(range(len(cats)))
         ax.set_xticklabels(cats, fontsize=8)
-    _legend(ax)
+    _legend(ax, outside=True)
     return fig
 
 
@@ -352,5 +355,5 @@ def fig_contour(pts: pd.DataFrame, p1: str, p2: str, *, kinds=("float", "float")
             _integer_axis(axis)
     if not len(d):
         ax.text(0.5, 0.5, "no trial has both parameters", ha="center", va="center", transform=ax.transAxes)
-    _legend(ax)
+    _legend(ax, loc="upper left", bbox_to_anchor=(0.0, -0.2), ncol=3)
     return fig
