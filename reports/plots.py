@@ -165,6 +165,9 @@ def _state_points(ax, pts: pd.DataFrame, x: str, y: str, skip=()) -> None:
             st["label"] += f" ({int((~has).sum())})"
             ax.scatter(part.loc[~has, x], np.full(int((~has).sum()), 0.03), transform=ax.get_xaxis_transform(),
                        clip_on=False, zorder=4, **st)
+            # drawn in axes coordinates for y: make the x range include them
+            ax.dataLim.update_from_data_x(np.asarray(part.loc[~has, x], float), ignore=False)
+            ax.autoscale_view()
 
 
 def intermediate(curves: dict[int, tuple[Sequence[float], Sequence[float], str]], label: str) -> bytes:

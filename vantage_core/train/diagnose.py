@@ -148,6 +148,7 @@ def remedy_text(mode: str, config: dict | None = None, *, lr: str | None = None)
         parts.append(act.text.replace("{was}", was))
     if not parts:
         return f"{r.lead} the run already has every setting the guide suggests.".strip()
+    parts = parts[:1] + [p if p.startswith(("This", "`")) else p[0].lower() + p[1:] for p in parts[1:]]
     body = "; ".join(parts)
     body = (body[0].lower() if r.lead and not body.startswith("This") else body[0].upper()) + body[1:]
     return (f"{r.lead} {body}." if r.lead else f"{body}.").replace("..", ".")
