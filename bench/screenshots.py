@@ -69,9 +69,8 @@ def shrink(src: Path, dst: Path) -> None:
 def report_page(study: optuna.Study, out_dir: Path, section: str | None = None) -> str:
     """The report written to `out_dir`; its file:// URL, optionally cut to one section (a copy of
     the HTML with the other sections left out, so the screenshot starts at that section)."""
-    from reports.build import build_report
+    from reports.build import build_report, write_report
     from reports.html import to_html
-    from reports.build import write_report
 
     write_report(study, out_dir)
     if section is None:

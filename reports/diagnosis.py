@@ -19,7 +19,7 @@ import math
 import re
 import statistics
 from dataclasses import dataclass, replace
-from typing import Any, Iterable
+from typing import Iterable
 
 from vantage_core.train import metrics as M
 from vantage_core.train.diagnose import REMEDIES, Finding, finding, loss_spikes, remedy_text
