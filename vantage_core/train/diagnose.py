@@ -72,7 +72,7 @@ REMEDIES: dict[str, Remedy] = {
     "nan_loss": Remedy("Loss Spikes / NaN Loss", "NaN loss", _SPIKE),
     "loss_spike": Remedy("Loss Spikes / NaN Loss", "Loss spike", _SPIKE),
     "data_spike": Remedy(
-        "Loss Spikes: the same step in every trial (a data batch)", "Loss spike at the same step in every trial",
+        "Loss Spikes: the same step across trials (a data batch)", "Loss spike at the same step across trials",
         (_a("Look at the batch of that step: every trial sees the same batches in the same order "
             "(`training.seed`), so a spike at one step in every trial, whatever its learning rate, comes from "
             "the data (unusually long, mislabeled or duplicated examples), not from the learning rate; do not "
@@ -88,7 +88,7 @@ REMEDIES: dict[str, Remedy] = {
     "overfitting": Remedy(
         "Overfitting", "Overfitting",
         (_a("Increase dropout (`model.hidden_dropout: 0.15`{was})", "model.hidden_dropout", 0.15, "raise"),
-         _a("(`model.expert_dropout: 0.15`{was})", "model.expert_dropout", 0.15, "raise"),
+         _a("increase expert dropout (`model.expert_dropout: 0.15`{was})", "model.expert_dropout", 0.15, "raise"),
          _a("increase weight decay (`training.weight_decay: 0.2`{was})", "training.weight_decay", 0.2, "raise"),
          _a("more augmentation (`data.augmentation_prob: 0.5`{was})", "data.augmentation_prob", 0.5, "raise"),
          _a("early stopping on the validation metric (checkpoint-best)"),
