@@ -4,8 +4,8 @@ one self-contained HTML file (plots embedded as base64 PNG), CSV tables and PNG 
     from reports.build import write_report
     write_report(study, "sweeps/lr-tiny-synthetic/report")
 
-Sections: summary, trials, best trials beside the baseline, exact match vs peak memory and vs
-tokens/s, Pareto front, optimization history, intermediate values, parameter importances,
+Sections: summary, trials, best trials beside the baseline, promoted runs, exact match vs each
+searched parameter (and a contour of two), exact match vs peak memory and vs tokens/s, Pareto front, optimization history, intermediate values, parameter importances,
 feasibility (trials pruned before launch), diagnosis (the guide's failure modes with remedies).
 """
 
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 
@@ -25,7 +26,7 @@ from vantage_core.fileio import atomic_write
 
 from . import plots
 from .data import METRICS, StudyData, load_study_data
-from .diagnosis import MODES, diagnose_trial
+from .diagnosis import MODES, diagnose_study
 
 log = logging.getLogger("vantage.report")
 
@@ -35,7 +36,7 @@ MAX_IMPORTANCE_TRIALS = 1000  # fANOVA on the latest this many completed trials 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 PRUNED = optuna.trial.TrialState.PRUNED
 
-SECTION_KEYS = ("summary", "trials", "best", "promoted", "em_vs_memory", "em_vs_throughput", "pareto", "history",
+SECTION_KEYS = ("summary", "trials", "best", "promoted", "params", "em_vs_memory", "em_vs_throughput", "pareto", "history",
                 "intermediate", "importances", "feasibility", "diagnosis")
 
 
@@ -145,8 +146,34 @@ def _state_counts(df: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in df["state"].value_counts().items()} if len(df) else {}
 
 
+def baseline_attempts(sd: StudyData) -> list[optuna.trial.FrozenTrial]:
+    """Every trial that ran the baseline configuration: the first one and its retries (a
+    retry of a failed baseline carries `baseline` too, with `retry_of`)."""
+    return [t for t in sd.trials if t.user_attrs.get("baseline")]
+
+
 def _baseline(sd: StudyData) -> optuna.trial.FrozenTrial | None:
-    return next((t for t in sd.trials if t.user_attrs.get("baseline")), None)
+    """The baseline's completed run: the first COMPLETE baseline attempt (a retried baseline
+    counts); without one, the latest attempt that did not fail (pruned or still running), never
+    a FAILED attempt."""
+    tries = baseline_attempts(sd)
+    done = [t for t in tries if t.state == COMPLETE]
+    if done:
+        return done[0]
+    alive = [t for t in tries if t.state != optuna.trial.TrialState.FAIL]
+    return alive[-1] if alive else None
+
+
+def _baseline_note(sd: StudyData) -> str:
+    """What happened to the baseline when there is no completed run of it to show."""
+    tries = baseline_attempts(sd)
+    if not tries:
+        return ""
+    parts = []
+    for t in tries:
+        why = t.user_attrs.get("failure_reason") or t.user_attrs.get("retry_reason") or ""
+        parts.append(f"trial {t.number} {t.state.name}" + (f" ({_short(why, 80)})" if why and t.state.name == "FAIL" else ""))
+    return "; ".join(parts)
 
 
 def _best_by(df: pd.DataFrame, col: str, direction: str) -> int | None:
@@ -227,6 +254,7 @@ def section_best(sd: StudyData, study_best: int | None) -> tuple[Section, pd.Dat
     if study_best is not None and study_best not in cols.values():
         cols["study best"] = study_best
     base = _baseline(sd)
+    tries = baseline_attempts(sd)
     if base is not None:
         cols["baseline (guide default)"] = base.number
     if not cols:
@@ -246,9 +274,18 @@ def section_best(sd: StudyData, study_best: int | None) -> tuple[Section, pd.Dat
     s.text("The best completed trial for each metric (exact match: highest; peak memory: lowest; tokens/s: "
            "highest), beside the baseline: the study's first trial, the configuration's own values "
            "(the training guide's defaults).")
+    if base is not None and base.state != COMPLETE:
+        s.text(f"The baseline has no completed run yet ({_baseline_note(sd)}); its column shows trial "
+               f"{base.number}, {base.state.name}.")
+    elif base is None and tries:
+        s.text(f"No baseline column: every run of the baseline failed ({_baseline_note(sd)}); a failed "
+               "trial has no result to compare with.")
+    elif base is not None and len(tries) > 1:
+        s.text(f"The baseline column is trial {base.number}, the completed run of the baseline "
+               f"(attempts: {_baseline_note(sd)}).")
     s.table(out, "best.csv")
     em_best = cols.get(f"best {METRICS['exact_match'][2]}")
-    if base is not None and em_best is not None:
+    if base is not None and base.state == COMPLETE and em_best is not None:
         rb = df[df["number"] == base.number].iloc[0]
         re_ = df[df["number"] == em_best].iloc[0]
         if _isnum(rb["exact_match"]) and _isnum(re_["exact_match"]):
@@ -294,6 +331,148 @@ def section_promoted(sd: StudyData) -> tuple[Section, pd.DataFrame]:
     return s, df
 
 
+# ------------------------------------------------------------------ the sweep's own question
+
+def param_space(sd: StudyData, param: str) -> tuple[str, bool, str]:
+    """(kind, log, description) of a searched parameter, from the trials' distributions."""
+    dist = next((t.distributions[param] for t in reversed(sd.trials) if param in t.distributions), None)
+    D = optuna.distributions
+    if isinstance(dist, D.CategoricalDistribution):
+        return "categorical", False, "one of " + ", ".join(str(c) for c in dist.choices)
+    if isinstance(dist, (D.FloatDistribution, D.IntDistribution)):
+        kind = "int" if isinstance(dist, D.IntDistribution) else "float"
+        return kind, bool(dist.log), f"{kind} [{fmt_num(dist.low)}, {fmt_num(dist.high)}]" + (", log scale" if dist.log else "")
+    return "float", False, "-"
+
+
+def searched_params(sd: StudyData) -> list[str]:
+    """Parameters that take more than one value across the study's trials."""
+    out = []
+    for p in sd.params:
+        col = sd.frame.get(f"param_{p}")
+        if col is not None and col.dropna().astype(str).nunique() > 1:
+            out.append(p)
+    return out
+
+
+def _last_value(t: optuna.trial.FrozenTrial, em_target: bool) -> float | None:
+    """A trial's last reported value: its last intermediate value (what the pruner saw last),
+    else (exact-match objectives) the last evaluation's exact match in eval_history."""
+    if t.intermediate_values:
+        v = t.intermediate_values[max(t.intermediate_values)]
+        if _isnum(v):
+            return float(v)
+    if em_target:
+        h = [r.get("eval/exact_match") for r in (t.user_attrs.get("eval_history") or []) if isinstance(r, dict)]
+        h = [v for v in h if _isnum(v)]
+        if h:
+            return float(h[-1])
+    return None
+
+
+def param_points(sd: StudyData, param: str, param2: str | None = None) -> pd.DataFrame:
+    """The data of the objective-vs-parameter plots: one row per trial that has `param`
+    (and `param2`): x (and x2), its state, y = the objective for a completed trial, the last
+    reported value for a pruned or running one, none for a failed one; the exact match's 95%
+    interval (ci_low, ci_high) where y is the exact match; baseline."""
+    col, _, label = _target(sd)
+    em_target = label == "exact match"
+    cols = [c for c in (col, "em_ci_low", "em_ci_high") if c in sd.frame]
+    by_number = sd.frame.set_index("number")[cols].to_dict("index")
+    rows = []
+    for t in sd.trials:
+        if param not in t.params or (param2 is not None and param2 not in t.params):
+            continue
+        if t.state.name not in plots.STATE_ORDER:
+            continue
+        r = by_number.get(t.number, {})
+        y = lo = hi = None
+        if t.state == COMPLETE:
+            y = r.get(col)
+            y = float(y) if _isnum(y) else None
+            if em_target:
+                lo, hi = r.get("em_ci_low"), r.get("em_ci_high")
+        elif t.state.name in ("PRUNED", "RUNNING"):
+            y = _last_value(t, em_target)
+        rows.append({"number": t.number, "state": t.state.name, "x": t.params[param],
+                     "x2": t.params.get(param2) if param2 else None, "y": y,
+                     "ci_low": lo if _isnum(lo) else np.nan, "ci_high": hi if _isnum(hi) else np.nan,
+                     "baseline": bool(t.user_attrs.get("baseline"))})
+    out = pd.DataFrame(rows, columns=["number", "state", "x", "x2", "y", "ci_low", "ci_high", "baseline"])
+    out["y"] = pd.to_numeric(out["y"], errors="coerce")
+    return out
+
+
+def _contour_pair(sd: StudyData, params: list[str]) -> tuple[str, str]:
+    """The two searched parameters that move the objective most (|Spearman| over completed
+    trials), else the first two."""
+    col, _, _ = _target(sd)
+    d = sd.frame[(sd.frame["state"] == "COMPLETE")]
+    scores = []
+    for p in params:
+        x = pd.to_numeric(d[f"param_{p}"], errors="coerce")
+        r = _spearman(x, d[col]) if col in d and x.notna().all() and len(d) >= 3 else float("nan")
+        scores.append((-(abs(r) if _isnum(r) else -1.0), params.index(p), p))
+    top = [p for _, _, p in sorted(scores)[:2]]
+    return top[0], top[1]
+
+
+def _img_name(param: str) -> str:
+    return "em_vs_" + "".join(c if c.isalnum() or c in "-_" else "_" for c in param) + ".png"
+
+
+def section_params(sd: StudyData, best: int | None, images: dict[str, bytes],
+                   figures: dict | None = None) -> tuple[Section, pd.DataFrame]:
+    col, direction, label = _target(sd)
+    s = Section("params", f"{label.capitalize()} vs the searched parameters")
+    params = searched_params(sd)
+    if not params:
+        s.text("No parameter takes more than one value in this study yet.")
+        return s, pd.DataFrame()
+    s.text(f"The question the sweep asked: how {label} depends on each searched parameter. One point per trial: "
+           f"completed trials at their {label}" + (" with its 95% interval" if label == "exact match" else "")
+           + ", pruned trials at the last value they reported (marked x), failed trials (no value) "
+           "on the bottom edge; baseline and best trial marked. Log x axis where the search space is log.")
+    rows, long = [], []
+    for p in params:
+        kind, log, space = param_space(sd, p)
+        pts = param_points(sd, p)
+        done = pts[(pts["state"] == "COMPLETE") & pts["y"].notna()]
+        bestrow = done.sort_values(["y", "number"], ascending=[direction == "minimize", True]).head(1)
+        rows.append({"parameter": p, "search space": space,
+                     "complete": int((pts["state"] == "COMPLETE").sum()), "pruned": int((pts["state"] == "PRUNED").sum()),
+                     "failed": int((pts["state"] == "FAIL").sum()),
+                     "best trial": int(bestrow["number"].iloc[0]) if len(bestrow) else "-",
+                     "its value": fmt_num(bestrow["x"].iloc[0]) if len(bestrow) else "-",
+                     f"its {label}": fmt_num(bestrow["y"].iloc[0]) if len(bestrow) else "-",
+                     "completed range": (f"{fmt_num(done['x'].min())} - {fmt_num(done['x'].max())}"
+                                         if len(done) and kind != "categorical" else "-")})
+        fig = plots.fig_objective_vs_param(pts, p, kind=kind, log=log, label=label, best=best)
+        if figures is not None:
+            figures[_img_name(p)] = (fig, pts)
+        images[_img_name(p)] = plots.png(fig)
+        long.append(pts.drop(columns=["x2"]).assign(parameter=p))
+    table = pd.DataFrame(rows)
+    s.table(table)
+    for p in params:
+        s.image(_img_name(p), f"{label} vs {p}")
+    if len(params) >= 2:
+        p1, p2 = _contour_pair(sd, params)
+        (k1, l1, _), (k2, l2, _) = param_space(sd, p1), param_space(sd, p2)
+        pts2 = param_points(sd, p1, p2)
+        fig = plots.fig_contour(pts2, p1, p2, kinds=(k1, k2), logs=(l1, l2), label=label)
+        if figures is not None:
+            figures["contour.png"] = (fig, pts2)
+        images["contour.png"] = plots.png(fig)
+        s.text(f"{label.capitalize()} over the two parameters that move it most ({p1}, {p2}; rank correlation "
+               "over completed trials): completed trials coloured by value"
+               + (" over a contour interpolated between them" if getattr(fig, "contour_drawn", False) else "")
+               + "; pruned and failed trials marked.")
+        s.image("contour.png", f"{label} over {p1} and {p2}")
+    points = pd.concat(long, ignore_index=True) if long else pd.DataFrame()
+    return s, points
+
+
 def pareto_front_2d(df: pd.DataFrame, x: str, x_dir: str = "minimize", y: str = "exact_match",
                     y_dir: str = "maximize") -> pd.DataFrame:
     """Non-dominated completed trials on (x, y): O(n log n) sweep."""
@@ -335,8 +514,8 @@ def section_vs(sd: StudyData, col: str, label: str, key: str, title: str, img: s
         s.text(f"{len(table)} completed trials, sorted by {label}."
                + (f" Spearman rank correlation of exact match with {label}: {rho:+.2f}." if _isnum(rho) else ""))
         s.table(table, f"{img}.csv")
-    images[f"{img}.png"] = plots.em_scatter(sd.frame, col, label, f"Exact match vs {label}", best=best,
-                                            front=front if col == "peak_memory_mb" else None, logx=logx)
+    # The EM/memory front has its own plot (section "Pareto front"): not drawn here again.
+    images[f"{img}.png"] = plots.em_scatter(sd.frame, col, label, f"Exact match vs {label}", best=best, logx=logx)
     s.image(f"{img}.png", f"exact match vs {label}")
     return s, table
 
@@ -378,8 +557,10 @@ def section_pareto(sd: StudyData, study: optuna.Study, images: dict[str, bytes])
         s.text(f"Single-objective study: the exact-match vs peak-memory front computed from the completed "
                f"trials (no other trial has higher exact match for less memory): {len(table)} trials.")
         s.table(table, "pareto.csv")
-    images["pareto.png"] = plots.em_scatter(df, "peak_memory_mb", "peak memory (MB)",
-                                            "Pareto front: exact match vs peak memory", front=front)
+    done = df[df["state"] == "COMPLETE"]
+    images["pareto.png"] = plots.pareto_objectives(done, "peak_memory_mb", "exact_match", "peak memory (MB)",
+                                                   "exact match", set(int(n) for n in front["number"]),
+                                                   title="Pareto front: exact match vs peak memory")
     s.image("pareto.png", "Pareto front")
     return s, table
 
@@ -410,7 +591,16 @@ def section_history(sd: StudyData, images: dict[str, bytes]) -> tuple[Section, p
            f"The best improved {len(improved)} times; the trials that improved it:")
     s.table(pd.DataFrame({"trial": improved["number"], label: improved["value"].map(fmt_num),
                           "best so far": improved["best_so_far"].map(fmt_num)}), "history.csv")
-    images["history.png"] = plots.history(hist, direction, label)
+    em_target = label == "exact match"
+    others = pd.DataFrame([{"number": t.number, "state": t.state.name,
+                            "value": _last_value(t, em_target) if t.state.name != "FAIL" else None}
+                           for t in sd.trials if t.state.name in ("PRUNED", "FAIL", "RUNNING")],
+                          columns=["number", "state", "value"])
+    others["value"] = pd.to_numeric(others["value"], errors="coerce")
+    if len(others):
+        s.text("The plot also shows pruned trials at their last reported value and failed trials (no value) "
+               "on the axis, so every trial of the study is on it.")
+    images["history.png"] = plots.history(hist, direction, label, others)
     s.image("history.png", "optimization history")
     return s, hist
 
@@ -491,10 +681,13 @@ def section_importances(sd: StudyData, images: dict[str, bytes]) -> tuple[Sectio
     if not varied or len(target) < 2:
         notes.append(f"Not computed: {len(target)} completed trial(s) with a target value and "
                      f"{len(varied)} varied parameter(s); importances need at least 2 of each kind of variation.")
-    elif len(done) < MIN_IMPORTANCE_TRIALS or len(varied) == 1:
-        why = (f"too few completed trials ({len(done)} < {MIN_IMPORTANCE_TRIALS}) for fANOVA"
-               if len(done) < MIN_IMPORTANCE_TRIALS else
-               f"only one parameter varies ({varied[0]}), so its fANOVA importance is 1 by definition")
+    elif len(target) < MIN_IMPORTANCE_TRIALS:
+        notes.append(f"Not computed: too few trials. {len(target)} completed trial(s) with a value; ranking "
+                     f"{len(varied)} parameter(s) needs at least {MIN_IMPORTANCE_TRIALS} (with fewer, any "
+                     "importance or correlation is decided by one or two points). No importance chart; the "
+                     "plots of exact match against each searched parameter show what the trials say.")
+    elif len(varied) == 1:
+        why = f"only one parameter varies ({varied[0]}), so its fANOVA importance is 1 by definition"
         notes.append(f"Fallback: {why}; showing |Spearman rank correlation| of each parameter with {label} instead.")
         vals = []
         for p in varied:
@@ -520,7 +713,10 @@ def section_importances(sd: StudyData, images: dict[str, bytes]) -> tuple[Sectio
     if len(imp):
         s.table(pd.DataFrame({"parameter": imp["parameter"], "importance": imp["importance"].map(lambda v: f"{v:.3f}"),
                               "method": imp["method"]}), "importances.csv")
-        images["importances.png"] = plots.importances(imp.reset_index(drop=True), f"Parameter importance ({label})")
+        method = str(imp["method"].iloc[0])
+        method = "|Spearman rank correlation|" if method.startswith(("abs(Spearman", "spearman")) else method
+        images["importances.png"] = plots.importances(imp.reset_index(drop=True), f"Parameter importance ({label})",
+                                                      method)
         s.image("importances.png", "parameter importances")
     return s, imp
 
@@ -585,16 +781,18 @@ def section_diagnosis(sd: StudyData) -> tuple[Section, pd.DataFrame]:
     ref = float(done["eval_loss"].min()) if len(done) else None
     rows = []
     n_hist = 0
+    per_trial = diagnose_study(sd.trials, reference_eval_loss=ref)
     for t in sd.trials:
         if t.user_attrs.get("train_history") or t.user_attrs.get("eval_history"):
             n_hist += 1
-        for f in diagnose_trial(t, reference_eval_loss=ref):
+        for f in per_trial[t.number]:
             rows.append({"trial": t.number, "state": t.state.name, "params": _params_str(t), "failure mode": f.title,
                          "mode": f.mode, "severity": f.severity, "step": f.step, "evidence": f.evidence,
                          "remedy (guide)": f.remedy})
     table = pd.DataFrame(rows, columns=["trial", "state", "params", "failure mode", "mode", "severity", "step",
                                         "evidence", "remedy (guide)"])
-    checked = "expert collapse, loss spikes / NaN loss, exploding gradients, overfitting, underfitting, out of memory"
+    checked = ("expert collapse, loss spikes / NaN loss (a spike at the same step in most trials is read as the "
+               "data's), exploding gradients, overfitting, underfitting, out of memory")
     s.text(f"Read the metric history of {n_hist} trials (and every trial's failure/infeasible reason) for the "
            f"guide's failure modes: {checked}.")
     short = sum(1 for t in sd.trials if 0 < len(t.user_attrs.get("train_history") or []) < 3)
@@ -613,7 +811,9 @@ def section_diagnosis(sd: StudyData) -> tuple[Section, pd.DataFrame]:
     summ["remedy (guide)"] = summ["mode"].map(lambda m: MODES[m][1])
     s.text(f"{len(table)} findings in {table['trial'].nunique()} trials:")
     s.table(summ[["failure mode", "trials", "example trials", "remedy (guide)"]].sort_values("trials", ascending=False))
-    s.text("Per trial, with the evidence from its history and the remedy:")
+    s.text("Per trial, with the evidence from its history and the remedy. Remedies are read against the study: "
+           "settings the trial already has are left out, and a learning-rate range is recommended only where "
+           "no trial ran yet or one that ran there did better.")
     show = table.copy()
     show["step"] = show["step"].map(lambda v: str(int(v)) if _isnum(v) else "")
     s.table(show.drop(columns=["mode"]), "diagnosis.csv")
@@ -622,7 +822,10 @@ def section_diagnosis(sd: StudyData) -> tuple[Section, pd.DataFrame]:
 
 # ------------------------------------------------------------------ build + write
 
-def build_report(study: optuna.Study, *, storage_url: str | None = None) -> Report:
+def build_report(study: optuna.Study, *, storage_url: str | None = None, figures: dict | None = None) -> Report:
+    """Every section of the study report. `figures`, when given, receives the matplotlib
+    figures of the per-parameter and contour plots with the data they plot (name -> (figure,
+    points)), for tests and notebooks."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     sd = load_study_data(study)
@@ -645,6 +848,9 @@ def build_report(study: optuna.Study, *, storage_url: str | None = None) -> Repo
     sec, t = timed("promoted", section_promoted, sd)
     sections.append(sec)
     csvs["promoted.csv"] = t
+    sec, t = timed("params", section_params, sd, best, images, figures)
+    sections.append(sec)
+    csvs["params.csv"] = t
     for key, col, label, title, img, logx in (
             ("em_vs_memory", "peak_memory_mb", "peak memory (MB)", "Exact match vs peak memory", "em_vs_memory", False),
             ("em_vs_throughput", "tokens_per_sec", "tokens/s", "Exact match vs throughput (tokens/s)", "em_vs_throughput", False)):

@@ -50,7 +50,7 @@ def table_to_html(df: pd.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
     rows = []
     for rec in df.itertuples(index=False, name=None):
-        rows.append("<tr>" + "".join(f"<td>{html.escape('' if v is None else str(v))}</td>" for v in rec) + "</tr>")
+        rows.append("<tr>" + "".join(f"<td>{_inline('' if v is None else str(v))}</td>" for v in rec) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 

@@ -12,11 +12,15 @@ from reports.build import SECTION_KEYS, build_report, pareto_front_2d, write_rep
 from reports.demo import make_demo_study
 from studies.cli import _main
 
-SECTION_TITLES = ["Summary", "Trials", "Best trials and the baseline", "Exact match vs peak memory",
+SECTION_TITLES = ["Summary", "Trials", "Best trials and the baseline", "Exact match vs the searched parameters",
+                  "Exact match vs peak memory",
                   "Exact match vs throughput", "Pareto front", "Optimization history", "Intermediate values",
                   "Parameter importances", "Feasibility", "Diagnosis"]
 PNGS = ["em_vs_memory.png", "em_vs_throughput.png", "pareto.png", "history.png", "intermediate.png",
-        "importances.png"]
+        "importances.png",
+        # exact match vs each searched parameter of the demo study, and the contour of two
+        "em_vs_learning_rate.png", "em_vs_warmup_steps.png", "em_vs_router_aux_loss_coef.png",
+        "em_vs_expert_capacity.png", "contour.png"]
 
 
 @pytest.fixture(scope="module")

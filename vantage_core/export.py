@@ -84,6 +84,19 @@ def hf_weights(weights: dict[str, mx.array], cfg: Config) -> dict[str, mx.array]
     return {k: v.astype(mx.float32) for k, v in out.items()}
 
 
+def tokenizer_config(tok, model_max_length: int | None = None) -> dict:
+    """The export's tokenizer_config.json: a pretrained source's chat tokenizer keeps its own chat
+    template; a from-scratch tokenizer gets Vantage's prompt format as its chat template
+    (`VANTAGE_CHAT_TEMPLATE`: ``<|schema|> ... <|question|> ... <|sql|>``), so mlx_lm.generate and
+    transformers' apply_chat_template prompt it as it was trained (docs/training.md, "Prompting an
+    exported model")."""
+    from .data.tokenizer import VANTAGE_CHAT_TEMPLATE
+    c = tok.hf_config(model_max_length)
+    if not tok.is_chat:
+        c["chat_template"] = VANTAGE_CHAT_TEMPLATE
+    return c
+
+
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, overwrite: bool = False) -> Path:
     ck = find_checkpoint(checkpoint)
     cfg = load_checkpoint_config(ck)
@@ -105,7 +118,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, overwrite:
         # HF-style tokenizer files; a pretrained source's chat tokenizer carries its chat template
         # and eos (e.g. <|im_end|>), so `apply_chat_template` prompts the export as it was trained.
         (tmp / "tokenizer_config.json").write_text(json.dumps(
-            tok.hf_config(cfg.model.max_position_embeddings), indent=1))
+            tokenizer_config(tok, cfg.model.max_position_embeddings), indent=1))
         (tmp / "special_tokens_map.json").write_text(json.dumps(
             {"eos_token": tok.eos_token, "pad_token": tok.pad_token}, indent=1))
         (tmp / "generation_config.json").write_text(json.dumps({

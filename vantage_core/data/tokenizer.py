@@ -114,7 +114,7 @@ class SQLTokenizer:
                 c = json.loads(side.read_text())
             except (OSError, ValueError) as e:
                 raise DataError(f"{side}: unreadable ({e})") from None
-            if c.get("chat_template"):
+            if c.get("chat_template") and not is_vantage_template(c["chat_template"]):
                 return cls(_read(path), c["chat_template"], _tok_name(c.get("eos_token")),
                            _tok_name(c.get("pad_token")) or _tok_name(c.get("eos_token")))
         return cls(_read(path))
@@ -192,6 +192,44 @@ def chat_user_message(schema_text: str, question: str, evidence: str = "") -> st
     """The user turn of a chat-format prompt: the schema (one line per table), then the question."""
     ev = f"\nEvidence: {evidence}" if evidence else ""
     return f"Database schema:\n{schema_text}\nQuestion: {question}{ev}"
+
+
+# Vantage's own prompt format as a Hugging Face chat template, written into an exported
+# from-scratch model's tokenizer_config.json so `apply_chat_template` (mlx_lm.generate,
+# transformers) builds the prompt the model was trained on. The user message is Vantage's chat
+# user turn (`chat_user_message`: "Database schema:\n<schema>\nQuestion: <question>", optionally
+# "\nEvidence: <evidence>"), or an already formatted "<|schema|> ... <|question|> ..." prompt; the
+# generation prompt is " <|sql|> " and an assistant turn ends with <|end|>. The rendered prompt
+# encodes to the same ids as `encode_example` (tests/test_export_chat_template.py). The marker
+# comment tells `SQLTokenizer.load` that this is the plain Vantage format, not a chat tokenizer.
+VANTAGE_TEMPLATE_MARK = "vantage-prompt-format"
+VANTAGE_CHAT_TEMPLATE = (
+    "{#- " + VANTAGE_TEMPLATE_MARK + ": <|schema|>SCHEMA <|question|> QUESTION[ <|evidence|> EVIDENCE] "
+    "<|sql|> SQL<|end|> -#}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'user' -%}"
+    "{%- set c = message['content'] -%}"
+    "{%- if '<|question|>' in c -%}{{ c }}"
+    "{%- else -%}"
+    "{%- if c.startswith('Database schema:\\n') -%}{%- set c = c[17:] -%}{%- endif -%}"
+    "{%- set parts = c.rsplit('\\nQuestion: ', 1) -%}"
+    "{%- if parts | length == 2 -%}{%- set schema = parts[0] -%}{%- set question = parts[1] -%}"
+    "{%- else -%}{%- set schema = '' -%}{%- set question = c -%}{%- endif -%}"
+    "{%- set ev = question.split('\\nEvidence: ', 1) -%}"
+    "{{ '<|schema|>' + schema + ' <|question|> ' + ev[0] }}"
+    "{%- if ev | length == 2 -%}{{ ' <|evidence|> ' + ev[1] }}{%- endif -%}"
+    "{%- endif -%}"
+    "{%- elif message['role'] == 'assistant' -%}{{ ' <|sql|> ' + message['content'] + '<|end|>' }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ ' <|sql|> ' }}{%- endif -%}"
+)
+
+
+def is_vantage_template(template: str | None) -> bool:
+    """Whether a tokenizer_config's chat template is Vantage's own prompt format (an exported
+    from-scratch model), which loads back as the plain (non-chat) Vantage tokenizer."""
+    return bool(template) and VANTAGE_TEMPLATE_MARK in template
 
 
 def build_prompt(schema_text: str, question: str, evidence: str = "") -> str:
