@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from search_spaces import SPACES, get_space
+from vantage_core.data.readers import parse_source
 from vantage_core.errors import VantageError, run_cli
 
 from .storage import DEFAULT_STORAGE, redact
@@ -171,10 +172,8 @@ def cmd_sweep(args) -> int:
         log.info("--n-jobs %d: using JournalStorage %s instead of SQLite", args.n_jobs, storage_url)
     overrides = parse_overrides(args.set)
     if args.data:
-        src = args.data
-        if src.startswith("spider:"):
-            src = "spider:" + str(Path(src.split(":", 1)[1]).expanduser().resolve())
-        overrides.setdefault("data", {})["source"] = src
+        kind, path = parse_source(args.data)
+        overrides.setdefault("data", {})["source"] = f"spider:{path.resolve()}" if kind == "spider" else args.data
     base = load_config(args.model, overrides)
     ranges = None
     if args.ranges:

@@ -1,5 +1,7 @@
-"""Cache keys for preprocessed data: a digest of the input files and of every setting that
-changes the output, so an unchanged re-run is a no-op and any change rebuilds.
+"""The data cache: its folder (`cache_root`, ``$VANTAGE_CACHE``: generated synthetic data, trained
+tokenizers, WikiSQL databases) and the keys of preprocessed data, a digest of the input files
+and of every setting that changes the output, so an unchanged re-run is a no-op and any change
+rebuilds.
 
 Small files (JSON, JSONL, SQL text) are hashed by content; large ones (SQLite databases,
 parquet) by path, size and modification time, which is enough to notice a replaced file.
@@ -14,6 +16,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 CONTENT_HASH_LIMIT = 32 * 1024 * 1024  # bytes; larger files are keyed by size + mtime
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("VANTAGE_CACHE", Path.home() / ".cache" / "vantage"))
 
 
 def file_fingerprint(path: Path, root: Path | None = None) -> str:

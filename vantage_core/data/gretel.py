@@ -14,14 +14,14 @@ there, otherwise the record is skipped with the reason. The context is kept in
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ..errors import DataError
+from ..fileio import atomic_path, atomic_write
 from .example import Example
-from .readers import LayoutSplits, read_json_records, read_jsonl_records
+from .readers import DatasetSplits, read_json_records, read_jsonl_records
 from .schema import Schema
 
 FIELDS = ("id", "domain", "sql_complexity", "sql_task_type", "sql_prompt", "sql_context", "sql")
@@ -64,16 +64,13 @@ def materialize_db(example: Example, out_dir: str | Path) -> Path:
     out = Path(out_dir) / f"{example.db_id}.sqlite"
     if out.is_file():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    con = sqlite3.connect(tmp)
-    try:
-        con.executescript(example.extra["sql_context"])
-        con.commit()
-    finally:
-        con.close()
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        con = sqlite3.connect(tmp)
+        try:
+            con.executescript(example.extra["sql_context"])
+            con.commit()
+        finally:
+            con.close()
     return out
 
 
@@ -105,7 +102,7 @@ def gretel_files(root: Path) -> list[Path]:
     return files
 
 
-def load_gretel(root: str | Path, *, source: str = "gretel", limit: int | None = None) -> LayoutSplits:
+def load_gretel(root: str | Path, *, source: str = "gretel", limit: int | None = None) -> DatasetSplits:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: Gretel folder not found")
@@ -113,7 +110,7 @@ def load_gretel(root: str | Path, *, source: str = "gretel", limit: int | None =
     if not files:
         raise DataError(f"{root}: no *.jsonl, *.json or *.parquet files (expected "
                         "gretelai/synthetic_text_to_sql records)")
-    out = LayoutSplits(source, root)
+    out = DatasetSplits(source, root)
     n = 0
     for path in files:
         split = "dev" if "test" in path.name.lower() else "train"
@@ -147,12 +144,7 @@ def load_gretel(root: str | Path, *, source: str = "gretel", limit: int | None =
 
 def write_jsonl(records: Iterable[dict], path: Path) -> int:
     """Write records atomically as JSON lines; returns the count."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    n = 0
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
-            n += 1
-    os.replace(tmp, path)
-    return n
+    lines = [json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, "".join(lines), what="records")
+    return len(lines)

@@ -4,6 +4,7 @@ and materialize as a schema-only SQLite database (for validity checks without th
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,26 +131,6 @@ class Schema:
             stmts.append(f'CREATE TABLE "{t.name}" (' + ", ".join(cols) + ")")
         return stmts
 
-    def to_sqlite(self, path: str | Path) -> Path:
-        """Write a schema-only (empty) SQLite database; used for EXPLAIN-based validity."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.unlink(missing_ok=True)
-        con = sqlite3.connect(tmp)
-        try:
-            for s in self.create_statements():
-                try:
-                    con.execute(s)
-                except sqlite3.DatabaseError:
-                    # Duplicate/odd names in some schemas: keep going with what we can build.
-                    pass
-            con.commit()
-        finally:
-            con.close()
-        tmp.replace(path)
-        return path
-
 
 def _sqlite_type(t: str) -> str:
     t = (t or "text").lower()
@@ -249,6 +230,19 @@ def sample_values(db_path: str | Path, schema: Schema, k: int = 3) -> dict[tuple
     finally:
         con.close()
     return out
+
+
+def pluralize(words: str) -> str:
+    """English plural of the last word, as a question mentions a table (``harbor`` ->
+    ``harbors``, ``atlas`` -> ``atlases``, ``ferry`` -> ``ferries``); a word already plural
+    (``details``) stays."""
+    if re.search(r"(?:ss|us|is|as|x|z|ch|sh)$", words):
+        return words + "es"
+    if words.endswith("s"):
+        return words
+    if re.search(r"[^aeiou]y$", words):
+        return words[:-1] + "ies"
+    return words + "s"
 
 
 def iter_columns(schema: Schema) -> Iterable[tuple[str, str]]:

@@ -19,6 +19,7 @@ databases of domains that no training database uses (as long as there are enough
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -31,7 +32,9 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import DataError, run_cli
+from .readers import load_spider
+from .schema import pluralize
 
 VERSION = 2  # 2: synonym renaming of tables/columns in later variants
 META_FILE = "synthetic_meta.json"
@@ -577,12 +580,7 @@ def nat(name: str) -> str:
 
 
 def plural(name: str) -> str:
-    w = nat(name)
-    if w.endswith("y") and w[-2:-1] not in "aeiou":
-        return w[:-1] + "ies"
-    if w.endswith(("s", "x", "ch", "sh")):
-        return w + "es"
-    return w + "s"
+    return pluralize(nat(name))
 
 
 def lit(v) -> str:
@@ -1300,8 +1298,6 @@ def generate_synthetic(out_dir: str | Path, *, num_databases: int = DEFAULT_NUM_
 
 
 def _main(argv=None) -> int:
-    import argparse
-    from .spider import load_spider
 
     ap = argparse.ArgumentParser(prog="python -m vantage_core.data.synthetic",
                                  description="Generate the synthetic text-to-SQL dataset (Spider layout).")
@@ -1323,5 +1319,4 @@ def _main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from ..errors import run_cli
     sys.exit(run_cli(_main))

@@ -9,7 +9,8 @@ from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from ..errors import DataError
+from ..errors import CheckpointError, DataError
+from ..fileio import atomic_path, atomic_write
 
 PAD, SCHEMA, QUESTION, SQL, END = "<|pad|>", "<|schema|>", "<|question|>", "<|sql|>", "<|end|>"
 EVIDENCE = "<|evidence|>"
@@ -85,11 +86,9 @@ class SQLTokenizer:
     def save(self, path: str | Path) -> None:
         """tokenizer.json, plus tokenizer_config.json (HF style: chat template, eos, pad) in chat
         mode, so checkpoints and exports carry the source's chat format."""
-        from ..fileio import atomic_write
         path = Path(path)
-        tmp = path.with_suffix(".tmp")
-        self.tok.save(str(tmp))
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            self.tok.save(str(tmp))
         if self.is_chat:
             atomic_write(path.parent / "tokenizer_config.json", json.dumps(self.hf_config(), indent=1),
                          what="tokenizer config")
@@ -159,6 +158,30 @@ class SQLTokenizer:
     def encode_example(self, schema_text: str, question: str, sql: str | None, max_len: int,
                        evidence: str = "") -> tuple[list[int], int] | None:
         return encode_example(self, schema_text, question, sql, max_len, evidence)
+
+
+def init_tokenizer(path: str | Path, vocab_size: int) -> SQLTokenizer:
+    """The token ids the weights of `model.init_from` were trained with."""
+    # model/export/train read weights on disk and import mlx: loaded only for model.init_from
+    from ..export import is_hf_folder
+    from ..model import pretrained
+    from ..train.checkpoint import find_checkpoint
+
+    if pretrained.is_dense_source(path):
+        try:
+            return SQLTokenizer.from_pretrained(path)
+        except CheckpointError as e:
+            raise DataError(f"model.init_from: {e}") from None
+    p = Path(path).expanduser()
+    try:
+        ck = p if is_hf_folder(p) else find_checkpoint(p)   # (a crash between renames: .old)
+    except CheckpointError as e:
+        raise DataError(f"model.init_from: {e}") from None
+    f = ck / "tokenizer.json"
+    if not f.is_file():
+        raise DataError(f"model.init_from: {ck} has no tokenizer.json, so the token ids of its "
+                        f"weights are unknown")
+    return SQLTokenizer.load_for_model(f, vocab_size)
 
 
 def extract_sql(text: str) -> str:
