@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vantage_core.data.schema import load_spider_tables  # noqa: E402
+from vantage_core.data.readers import load_spider_tables  # noqa: E402
 from vantage_core.eval import exact_match as em_mod  # noqa: E402
 from vantage_core.sql import execution as ex_mod  # noqa: E402
 from vantage_core.eval.metrics import score_examples  # noqa: E402

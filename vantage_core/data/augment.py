@@ -104,10 +104,6 @@ def _from(select: exp.Expression):
     return select.args.get("from_") or select.args.get("from")
 
 
-def _conditions(tree: exp.Expression) -> list[exp.Expression]:
-    return [n for n in tree.find_all(exp.Where, exp.Having, exp.Join)]
-
-
 def rw_commute_and(tree: exp.Expression, rng: Random, schema: Schema | None) -> exp.Expression | None:
     """``a AND b`` -> ``b AND a`` (one AND in a WHERE/HAVING/ON, chosen at random)."""
     ands = [a for a in tree.find_all(exp.And)]

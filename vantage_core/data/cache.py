@@ -22,15 +22,19 @@ def cache_root() -> Path:
     return Path(os.environ.get("VANTAGE_CACHE", Path.home() / ".cache" / "vantage"))
 
 
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def file_fingerprint(path: Path, root: Path | None = None) -> str:
     st = path.stat()
     rel = str(path.relative_to(root)) if root is not None else str(path)
     if st.st_size <= CONTENT_HASH_LIMIT and path.suffix.lower() not in (".sqlite", ".db", ".parquet"):
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return f"{rel}:{h.hexdigest()}"
+        return f"{rel}:{sha256_file(path)}"
     return f"{rel}:{st.st_size}:{st.st_mtime_ns}"
 
 

@@ -28,10 +28,6 @@ FIELDS = ("id", "domain", "sql_complexity", "sql_task_type", "sql_prompt", "sql_
 EXTRA = ("domain", "domain_description", "sql_complexity", "sql_task_type", "sql_context", "sql_explanation")
 
 
-def schema_from_connection(con: sqlite3.Connection, db_id: str) -> Schema:
-    return Schema.from_connection(con, db_id)
-
-
 def build_context(context: str) -> sqlite3.Connection:
     """An in-memory database with the record's CREATE/INSERT statements applied."""
     con = sqlite3.connect(":memory:")
@@ -46,7 +42,7 @@ def check_record(rec: dict, db_id: str) -> tuple[Schema | None, str | None]:
     except (sqlite3.Error, ValueError) as e:
         return None, f"sql_context does not run in SQLite ({' '.join(str(e).split())[:80]})"
     try:
-        schema = schema_from_connection(con, db_id)
+        schema = Schema.from_connection(con, db_id)
         if not schema.tables:
             return None, "sql_context creates no table"
         try:
@@ -77,7 +73,7 @@ def materialize_db(example: Example, out_dir: str | Path) -> Path:
 def _iter_file(path: Path, skipped: list) -> Iterator[tuple[int, Any]]:
     if path.suffix == ".parquet":
         try:
-            import pyarrow.parquet as pq
+            import pyarrow.parquet as pq  # only for the hub's parquet files
             table = pq.read_table(path)
         except Exception as e:  # ArrowInvalid on a damaged file, ImportError
             skipped.append((str(path), f"unreadable parquet ({e.__class__.__name__})"))

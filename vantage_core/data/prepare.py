@@ -32,7 +32,7 @@ from .mix import mix_examples, proportions_table, weights_from_config
 from .readers import DatasetSplits, load_spider, parse_source
 from .schema import Schema, sample_values, serialize_schema
 from .synthetic import generate_synthetic
-from .tokenizer import SQLTokenizer, encode_example, init_tokenizer  # noqa: F401 (init_tokenizer: API)
+from .tokenizer import MemoTokenizer, SQLTokenizer, encode_example, init_tokenizer
 from .wikisql import load_wikisql
 
 log = logging.getLogger(__name__)
@@ -175,6 +175,7 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> SQLTokenizer:
 def encode_all(tok: SQLTokenizer, examples: list[Example], schema_text: dict[str, str], max_len: int,
                skipped: dict[str, int], sql: Callable[[Example], str]) -> tuple[list[Example], list[Encoded]]:
     """The examples that fit `max_len` and their token ids (the others counted as too_long)."""
+    tok = tok if isinstance(tok, MemoTokenizer) else MemoTokenizer(tok)   # schemas repeat
     kept, encoded = [], []
     for e in examples:
         en = encode_example(tok, schema_text[e.db_id], e.question, sql(e), max_len, e.evidence)
@@ -231,7 +232,7 @@ def prepare_data(cfg: Config, *, source: str | None = None, tokenizer: SQLTokeni
     schema_text, _ = schema_texts(splits.schemas, splits.db_path, {e.db_id for e in train_ex + valid}, cfg)
     if tokenizer is None:
         texts = [schema_text[e.db_id] + " " + e.question + " " + e.query for e in train_ex]
-        texts += list({schema_text[e.db_id] for e in valid})  # schemas only: no validation answers
+        texts += sorted({schema_text[e.db_id] for e in valid})  # schemas only: no validation answers
         tokenizer = train_tokenizer(texts, cfg.data.tokenizer_vocab_size or cfg.model.vocab_size)
     _check_vocab(tokenizer, cfg, "")
     L = cfg.training.max_seq_length
@@ -249,12 +250,6 @@ def prepare_data(cfg: Config, *, source: str | None = None, tokenizer: SQLTokeni
 # ------------------------------------------------------------------------------------------
 # a processed folder (vantage-data preprocess) -> PreparedData
 # ------------------------------------------------------------------------------------------
-def is_processed_dir(path: str | Path) -> bool:
-    p = Path(path)
-    return p.is_dir() and (p / "summary.json").is_file() and (p / "train.jsonl").is_file() \
-        and (p / "tokenizer.json").is_file()
-
-
 def _read_rows(path: Path) -> list[dict]:
     if not path.is_file():
         return []

@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 from tokenizers import Tokenizer
+from tqdm.auto import tqdm
 
 from ..config import Config
 from ..errors import DataError
@@ -56,7 +57,7 @@ from .mix import mix_examples, proportions_table, weights_from_config
 from .prepare import carve_validation, load_source, schema_texts, train_tokenizer
 from .readers import DatasetSplits
 from .schema import Schema, serialize_schema
-from .tokenizer import SQLTokenizer, build_prompt, encode_example, init_tokenizer
+from .tokenizer import MemoTokenizer, SQLTokenizer, build_prompt, encode_example, init_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -122,30 +123,11 @@ def _normalize_chunk(items: list[tuple[str, str | None, str]]) -> list[tuple[str
     return out
 
 
-class _SchemaCachingTokenizer:
-    """Delegates to an SQLTokenizer, remembering the ids of long texts (schemas repeat)."""
-
-    def __init__(self, tok: SQLTokenizer):
-        self._tok = tok
-        self._memo: dict[str, list[int]] = {}
-
-    def __getattr__(self, name):
-        return getattr(self._tok, name)
-
-    def encode(self, text: str) -> list[int]:
-        if len(text) < 200:
-            return self._tok.encode(text)
-        ids = self._memo.get(text)
-        if ids is None:
-            ids = self._memo[text] = self._tok.encode(text)
-        return ids
-
-
 def _encode_chunk(items: list[tuple[str, str, str | None, str]]) -> list[tuple[list[int], int] | None]:
     """[(schema_text, question, sql, evidence)] -> [(ids, sql_start) | None]."""
     tok = _STATE.get("ctok")
     if tok is None:
-        tok = _STATE["ctok"] = _SchemaCachingTokenizer(_STATE["tok"])
+        tok = _STATE["ctok"] = MemoTokenizer(_STATE["tok"])
     L = _STATE["max_len"]
     return [encode_example(tok, s, q, sql, L, ev) for s, q, sql, ev in items]
 
@@ -162,7 +144,6 @@ def run_pool(fn: Callable, items: list, state: dict[str, Any], num_workers: int,
     chunks = _chunks(items, chunk)
     bar = None
     if progress and sys.stderr.isatty():
-        from tqdm.auto import tqdm
         bar = tqdm(total=len(items), desc=progress, unit="ex", leave=False)
     out: list = []
     if num_workers <= 1 or len(chunks) <= 1:
@@ -283,7 +264,7 @@ def preprocess(cfg: Config, data_dir: str | Path, output_dir: str | Path, *, num
     normalized: dict[str, str] = {}
     for e, (n, reason) in zip(all_ex, norm):
         if n is None:
-            skipped.append({"source": e.source, "file": _file_of(e), "example": e.id, "reason": reason or "?"})
+            skipped.append({"source": e.source, "file": _file_of_id(e.id), "example": e.id, "reason": reason or "?"})
             continue
         normalized[e.id] = n
         kept.append(e)
@@ -336,7 +317,7 @@ def preprocess(cfg: Config, data_dir: str | Path, output_dir: str | Path, *, num
     rows: dict[str, list[dict]] = {"train": [], "validation": [], "dev": []}
     for e, en in zip(train + valid + dev, enc):
         if en is None:
-            skipped.append({"source": e.source, "file": _file_of(e), "example": e.id,
+            skipped.append({"source": e.source, "file": _file_of_id(e.id), "example": e.id,
                             "reason": f"too long for max_seq_length={L}"})
             continue
         ids, start = en
@@ -393,10 +374,6 @@ def preprocess(cfg: Config, data_dir: str | Path, output_dir: str | Path, *, num
 def _file_of_id(ex_id: str) -> str:
     parts = ex_id.split("#")[0].split("/")
     return "/".join(parts[:-1]) if len(parts) > 2 else parts[0]
-
-
-def _file_of(e: Example) -> str:
-    return _file_of_id(e.id)
 
 
 def _accounting(loaded: dict[str, DatasetSplits], rows: dict[str, list[dict]], skipped: list[dict]) -> list[dict]:

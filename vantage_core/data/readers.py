@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 
 from ..errors import DataError
 from .example import Example
-from .schema import Schema, load_spider_tables
+from .schema import Schema
 
 log = logging.getLogger(__name__)
 
@@ -106,17 +106,29 @@ def read_jsonl_records(path: Path) -> Iterable[tuple[int, Any | None, Problem | 
                 yield i, None, (f"{path}#{i}", f"corrupt JSON line ({e.msg})")
 
 
-def load_schema_file(path: Path, splits: DatasetSplits) -> None:
-    """Add every schema of a tables.json-style file; bad entries are recorded."""
+def load_schema_file(path: Path, splits: DatasetSplits, *, strict: bool = False) -> None:
+    """Add every schema of a tables.json-style file (the first of a repeated db_id wins); bad
+    input is recorded, or with `strict` raised as a `DataError`."""
     entries, problems = read_json_records(path)
+    if strict and problems:
+        raise DataError("{}: {}".format(*problems[0]))
     splits.skipped.extend(problems)
     for i, e in enumerate(entries):
         try:
             s = Schema.from_spider_entry(e)
         except (KeyError, IndexError, TypeError) as err:
+            if strict:
+                raise DataError(f"{path}: entry {i}: malformed schema ({err!r})") from None
             splits.skipped.append((f"{path}#{i}", f"malformed schema ({err!r})"))
             continue
         splits.schemas.setdefault(s.db_id, s)
+
+
+def load_spider_tables(path: str | Path) -> dict[str, Schema]:
+    """The schemas of a tables.json-style file by db_id; any problem is a `DataError`."""
+    splits = DatasetSplits("tables", Path(path).parent)
+    load_schema_file(Path(path), splits, strict=True)
+    return splits.schemas
 
 
 def load_spider_like(splits: DatasetSplits, files: list[tuple[Path, str]], *, sql_field: str,
@@ -128,6 +140,7 @@ def load_spider_like(splits: DatasetSplits, files: list[tuple[Path, str]], *, sq
     the tables file and no database file) is a missing database and is skipped. `strict`: a
     file that is not a readable JSON list is a `DataError`.
     """
+    db_paths: dict[str, Path | None] = {}
     for path, split in files:
         recs, problems = read_json_records(path)
         if strict and problems:
@@ -144,7 +157,7 @@ def load_spider_like(splits: DatasetSplits, files: list[tuple[Path, str]], *, sq
                 splits.skipped.append((where, f"missing field {', '.join(missing)}"))
                 continue
             db = str(ex["db_id"])
-            dbp = db_path(db)
+            dbp = db_paths[db] if db in db_paths else db_paths.setdefault(db, db_path(db))
             if db not in splits.schemas:
                 if dbp is None:
                     splits.skipped.append((where, f"missing database {db!r}"))
@@ -178,9 +191,7 @@ def load_spider(root: str | Path, *, source: str = "spider", strict: bool = True
         if not (root / "tables.json").is_file():
             raise DataError(f"{root}: no tables.json (expected the Spider layout: "
                             "train_spider.json, dev.json, tables.json, database/)")
-        out.schemas = load_spider_tables(root / "tables.json")
-    else:
-        load_schema_file(root / "tables.json", out)
+    load_schema_file(root / "tables.json", out, strict=strict)
     names = [f for f in TRAIN_FILES if (root / f).is_file()]
     if "train_spider.json" in names and "train.json" in names:
         names.remove("train.json")

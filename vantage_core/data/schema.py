@@ -3,12 +3,10 @@ and materialize as a schema-only SQLite database (for validity checks without th
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from ..errors import DataError
 
@@ -191,26 +189,6 @@ def _serialize_lines(schema: Schema, sample_values, keys: bool) -> str:
     return "\n".join(lines)
 
 
-def load_spider_tables(path: str | Path) -> dict[str, Schema]:
-    path = Path(path)
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: corrupt JSON ({e})") from None
-    if not isinstance(entries, list):
-        raise DataError(f"{path}: expected a JSON list of database schemas, got {type(entries).__name__}")
-    out = {}
-    for i, e in enumerate(entries):
-        try:
-            s = Schema.from_spider_entry(e)
-        except (KeyError, IndexError, TypeError) as err:
-            raise DataError(f"{path}: entry {i}: malformed schema ({err!r})") from None
-        out[s.db_id] = s
-    return out
-
-
 def sample_values(db_path: str | Path, schema: Schema, k: int = 3) -> dict[tuple[str, str], list]:
     """Up to k distinct non-null values of each text column, read-only."""
     out: dict[tuple[str, str], list] = {}
@@ -243,9 +221,3 @@ def pluralize(words: str) -> str:
     if re.search(r"[^aeiou]y$", words):
         return words[:-1] + "ies"
     return words + "s"
-
-
-def iter_columns(schema: Schema) -> Iterable[tuple[str, str]]:
-    for t in schema.tables:
-        for c in t.columns:
-            yield t.name, c.name

@@ -3,7 +3,9 @@ tokens for the prompt parts. Saved as tokenizer.json, loadable by `transformers`
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -57,7 +59,7 @@ class SQLTokenizer:
     @classmethod
     def from_pretrained(cls, spec) -> "SQLTokenizer":
         """The tokenizer and chat template of a dense pretrained source (GGUF, HF Llama, alias)."""
-        from ..model.pretrained import tokenizer_parts
+        from ..model.pretrained import tokenizer_parts  # imports mlx: only for pretrained sources
         tok, template, eos, pad = tokenizer_parts(spec)
         if template is None:
             raise DataError(f"{spec}: the source has no chat template; Vantage prompts a pretrained model "
@@ -149,7 +151,6 @@ class SQLTokenizer:
         return extract_sql(text) if self.is_chat else text
 
     def fingerprint(self) -> str:
-        import hashlib
         h = hashlib.sha256(self.tok.to_str().encode())
         if self.is_chat:
             h.update(f"\0{self.chat_template}\0{self.eos_token}\0{self.pad_token}".encode())
@@ -158,6 +159,25 @@ class SQLTokenizer:
     def encode_example(self, schema_text: str, question: str, sql: str | None, max_len: int,
                        evidence: str = "") -> tuple[list[int], int] | None:
         return encode_example(self, schema_text, question, sql, max_len, evidence)
+
+
+class MemoTokenizer:
+    """Delegates to an SQLTokenizer, remembering the ids of long texts (schemas repeat)."""
+
+    def __init__(self, tok: SQLTokenizer):
+        self._tok = tok
+        self._memo: dict[str, list[int]] = {}
+
+    def __getattr__(self, name):
+        return getattr(self._tok, name)
+
+    def encode(self, text: str) -> list[int]:
+        if len(text) < 200:
+            return self._tok.encode(text)
+        ids = self._memo.get(text)
+        if ids is None:
+            ids = self._memo[text] = self._tok.encode(text)
+        return ids
 
 
 def init_tokenizer(path: str | Path, vocab_size: int) -> SQLTokenizer:
@@ -185,7 +205,6 @@ def init_tokenizer(path: str | Path, vocab_size: int) -> SQLTokenizer:
 
 
 def extract_sql(text: str) -> str:
-    import re
     m = re.search(r"```(?:sql|sqlite)?\s*(.*?)(?:```|$)", text, flags=re.S | re.I)
     if m:
         text = m.group(1)
@@ -201,7 +220,7 @@ def _tok_name(v):
 
 def _compile_template(template: str):
     try:
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
+        from jinja2.sandbox import ImmutableSandboxedEnvironment  # only chat (pretrained) tokenizers
     except ModuleNotFoundError:
         raise DataError("chat templates need jinja2 (pip install jinja2)") from None
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
