@@ -7,8 +7,10 @@ and what `prepare_data` gave on that input, on the folder and on the synthetic s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from fixtures.data_cache_v1.make import CFG, record
 from vantage_core.config import load_config
 from vantage_core.data.prepare import prepare_data
 from vantage_core.data.preprocess import OUTPUT_FILES, preprocess
+from vantage_core.data.synthetic import generate_synthetic
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "data_cache_v1"
 EXPECTED = json.loads((FIX / "expected.json").read_text())
@@ -59,3 +62,23 @@ def test_in_process_data_is_unchanged(cfg, tmp_path, source):
     # the tokenizer cache keeps its file names: caches trained before are reused
     names = {p.name for p in (tmp_path / "vcache" / "tokenizers").iterdir()}
     assert names <= set(EXPECTED["tokenizer_cache"]) and names
+
+
+# Digests of the synthetic generator's output (JSON files + SQLite dumps) from the code before
+# the redesign: the embedded dataset, and every study fingerprint built on it, is unchanged.
+@pytest.mark.parametrize("seed,n,per_db,variation,digest", [
+    (3, 30, 60, 0.5, "2a84028dc6816ea3"),
+    (7, 6, 100, 0.0, "9068ca43a546d6de"),
+])
+def test_synthetic_output_is_unchanged(tmp_path, seed, n, per_db, variation, digest):
+    root = generate_synthetic(tmp_path / "s", num_databases=n, examples_per_db=per_db, seed=seed,
+                              name_variation=variation)
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*")):
+        if f.suffix == ".json" and f.name != "synthetic_meta.json":
+            h.update(f.read_bytes())
+        elif f.suffix == ".sqlite":
+            con = sqlite3.connect(f)
+            h.update("\n".join(con.iterdump()).encode())
+            con.close()
+    assert h.hexdigest()[:16] == digest

@@ -18,10 +18,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ..errors import DataError
 from ..fileio import atomic_path, atomic_write
 from .example import Example
-from .readers import DatasetSplits, read_json_records, read_jsonl_records
+from .readers import DatasetSplits, find_layout, read_json_records, read_jsonl_records, record_problem
 from .schema import Schema
 
 FIELDS = ("id", "domain", "sql_complexity", "sql_task_type", "sql_prompt", "sql_context", "sql")
@@ -99,25 +98,16 @@ def gretel_files(root: Path) -> list[Path]:
 
 
 def load_gretel(root: str | Path, *, source: str = "gretel", limit: int | None = None) -> DatasetSplits:
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: Gretel folder not found")
-    files = gretel_files(root)
-    if not files:
-        raise DataError(f"{root}: no *.jsonl, *.json or *.parquet files (expected "
-                        "gretelai/synthetic_text_to_sql records)")
+    root, files = find_layout(root, "Gretel", gretel_files, "no *.jsonl, *.json or *.parquet files (expected "
+                              "gretelai/synthetic_text_to_sql records)")
     out = DatasetSplits(source, root)
     n = 0
     for path in files:
         split = "dev" if "test" in path.name.lower() else "train"
         for i, rec in _iter_file(path, out.skipped):
             where = f"{path}#{i}"
-            if not isinstance(rec, dict):
-                out.skipped.append((where, "not a JSON object"))
-                continue
-            missing = [k for k in ("sql_prompt", "sql_context", "sql") if k not in rec]
-            if missing:
-                out.skipped.append((where, f"missing field {', '.join(missing)}"))
+            if why := record_problem(rec, ("sql_prompt", "sql_context", "sql")):
+                out.skipped.append((where, why))
                 continue
             rid = str(rec.get("id", f"{path.stem}-{i}"))
             db_id = "gretel_" + "".join(c if c.isalnum() else "_" for c in rid)

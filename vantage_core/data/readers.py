@@ -47,6 +47,18 @@ class DatasetSplits:
         return p if Path(p).is_file() else None
 
 
+def find_layout(root: str | Path, what: str, find: Callable[[Path], Any], expected: str) -> tuple[Path, Any]:
+    """`root` and what `find` finds there (a loader's files); a `DataError` naming the dataset
+    when the folder is missing, or `expected` when `find` finds nothing."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: {what} folder not found")
+    found = find(root)
+    if not found:
+        raise DataError(f"{root}: {expected}")
+    return root, found
+
+
 def read_json_records(path: Path) -> tuple[list[Any], list[Problem]]:
     path = Path(path)
     try:
@@ -106,6 +118,14 @@ def read_jsonl_records(path: Path) -> Iterable[tuple[int, Any | None, Problem | 
                 yield i, None, (f"{path}#{i}", f"corrupt JSON line ({e.msg})")
 
 
+def record_problem(rec: Any, fields: Iterable[str]) -> str | None:
+    """Why a record cannot be read as an example (not an object, missing fields), or None."""
+    if not isinstance(rec, dict):
+        return "not a JSON object"
+    missing = [k for k in fields if k not in rec]
+    return f"missing field {', '.join(missing)}" if missing else None
+
+
 def load_schema_file(path: Path, splits: DatasetSplits, *, strict: bool = False) -> None:
     """Add every schema of a tables.json-style file (the first of a repeated db_id wins); bad
     input is recorded, or with `strict` raised as a `DataError`."""
@@ -149,12 +169,8 @@ def load_spider_like(splits: DatasetSplits, files: list[tuple[Path, str]], *, sq
         stem = Path(path).stem
         for i, ex in enumerate(recs):
             where = f"{path}#{i}"
-            if not isinstance(ex, dict):
-                splits.skipped.append((where, "not a JSON object"))
-                continue
-            missing = [k for k in ("question", sql_field, "db_id") if k not in ex]
-            if missing:
-                splits.skipped.append((where, f"missing field {', '.join(missing)}"))
+            if why := record_problem(ex, ("question", sql_field, "db_id")):
+                splits.skipped.append((where, why))
                 continue
             db = str(ex["db_id"])
             dbp = db_paths[db] if db in db_paths else db_paths.setdefault(db, db_path(db))

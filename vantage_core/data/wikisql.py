@@ -24,7 +24,7 @@ from ..errors import DataError
 from ..fileio import atomic_path
 from .cache import cache_root
 from .example import Example
-from .readers import DatasetSplits, read_jsonl_records
+from .readers import DatasetSplits, find_layout, read_jsonl_records, record_problem
 from .schema import Column, Schema, Table
 
 AGG_OPS = ["", "MAX", "MIN", "COUNT", "SUM", "AVG"]
@@ -155,13 +155,8 @@ def _default_db_dir(tables_files: list[Path]) -> Path:
 
 
 def load_wikisql(root: str | Path, *, source: str = "wikisql", db_dir: str | Path | None = None) -> DatasetSplits:
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: WikiSQL folder not found")
-    files = find_wikisql_files(root)
-    if not files:
-        raise DataError(f"{root}: no train.jsonl + train.tables.jsonl (expected the WikiSQL "
-                        "layout: data/{train,dev,test}.jsonl and .tables.jsonl)")
+    root, files = find_layout(root, "WikiSQL", find_wikisql_files, "no train.jsonl + train.tables.jsonl (expected "
+                              "the WikiSQL layout: data/{train,dev,test}.jsonl and .tables.jsonl)")
     out = DatasetSplits(source, root)
     ddir = Path(db_dir) if db_dir else _default_db_dir([t for _, t in files.values()])
     for name, (qfile, tfile) in files.items():
@@ -193,12 +188,8 @@ def load_wikisql(root: str | Path, *, source: str = "wikisql", db_dir: str | Pat
                 out.skipped.append(prob)
                 continue
             where = f"{qfile}#{i}"
-            if not isinstance(rec, dict):
-                out.skipped.append((where, "not a JSON object"))
-                continue
-            missing = [k for k in ("table_id", "question", "sql") if k not in rec]
-            if missing:
-                out.skipped.append((where, f"missing field {', '.join(missing)}"))
+            if why := record_problem(rec, ("table_id", "question", "sql")):
+                out.skipped.append((where, why))
                 continue
             tid = str(rec["table_id"])
             if tid not in tables:
