@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vantage_core.data.schema import load_spider_tables  # noqa: E402
+from vantage_core.data.readers import load_spider_tables  # noqa: E402
 from vantage_core.eval import exact_match as em_mod  # noqa: E402
-from vantage_core.eval import execution as ex_mod  # noqa: E402
+from vantage_core.sql import execution as ex_mod  # noqa: E402
 from vantage_core.eval.metrics import score_examples  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/spider"
@@ -49,6 +49,7 @@ def perturbed(golds: list[tuple[str, str]]) -> list[str]:
 def clear_caches():
     em_mod._parse_cached.cache_clear()
     ex_mod._valid_cached.cache_clear()
+    ex_mod.parse_tree.cache_clear()
 
 
 def run_mode(mode, golds, preds, schemas, db_dir) -> float:

@@ -25,7 +25,7 @@ import time
 from vantage_core.config import load_config  # first: picks the BLAS before mlx loads (Linux CPU)
 from vantage_core.data.prepare import prepare_data
 from vantage_core.eval.evaluate import generate_sql, load_checkpoint_model
-from vantage_core.eval.execution import valid_sql
+from vantage_core.sql.execution import valid_sql
 from vantage_core.eval.metrics import score_examples
 from vantage_core.train.trainer import train
 

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vantage_core.config import load_config  # noqa: E402
-from vantage_core.data import sqlnorm  # noqa: E402
+from vantage_core.sql import parse as sqlparse  # noqa: E402
 from vantage_core.data.preprocess import preprocess  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/spider"
@@ -56,7 +56,7 @@ def main() -> int:
         for w in (a.workers if r % 2 == 0 else a.workers[::-1]):
             os.environ["VANTAGE_SCHEMA_DB_DIR"] = str(tmp / f"schemas-{w}-{r}")
             os.environ["VANTAGE_CACHE"] = str(tmp / f"cache-{w}-{r}")
-            sqlnorm._parse_cached.cache_clear()
+            sqlparse.parse_tree.cache_clear()
             outs[w] = tmp / f"out-{w}-{r}"
             t0 = time.perf_counter()
             last[w] = preprocess(cfg, data, outs[w], num_workers=w, force=True)

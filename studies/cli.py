@@ -24,6 +24,7 @@ from search_spaces import SPACES, SearchSpace, get_space
 from vantage_core.cli.args import (SPELLING_NOTE, ArgumentParser, HelpFormatter, nonnegative_int, one_of,
                                    port, positive_float, positive_int)
 from vantage_core.config import load_config, parse_overrides
+from vantage_core.data.readers import parse_source
 from vantage_core.errors import VantageError, run_cli
 
 from runners.inprocess import run_inprocess
@@ -299,10 +300,8 @@ def cmd_sweep(args) -> int:
         log.info("--n-jobs %d: using JournalStorage %s instead of SQLite", args.n_jobs, storage_url)
     overrides = parse_overrides(args.set)
     if args.data:
-        src = args.data
-        if src.startswith("spider:"):
-            src = "spider:" + str(Path(src.split(":", 1)[1]).expanduser().resolve())
-        overrides.setdefault("data", {})["source"] = src
+        kind, path = parse_source(args.data)
+        overrides.setdefault("data", {})["source"] = f"spider:{path.resolve()}" if kind == "spider" else args.data
     base = load_config(args.model, overrides)
     ranges = None
     if args.ranges:

@@ -13,7 +13,7 @@ import pytest
 
 from test_data_fixtures import SPIDER, write_spider
 from vantage_core.data import augment as A
-from vantage_core.data.readers import load_spider_tolerant
+from vantage_core.data.readers import load_spider
 from vantage_core.data.schema import Column, Schema, Table
 
 HAS_SPIDER = (SPIDER / "tables.json").is_file()
@@ -22,7 +22,7 @@ needs_spider = pytest.mark.skipif(not HAS_SPIDER, reason="shared Spider data abs
 
 @pytest.fixture(scope="module")
 def spider():
-    return load_spider_tolerant(SPIDER)
+    return load_spider(SPIDER, strict=False)
 
 
 @pytest.fixture(scope="module")

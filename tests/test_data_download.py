@@ -11,7 +11,7 @@ from test_data_fixtures import (LocalServer, tar_dir, write_bird, write_gretel, 
                                 zip_dir)
 from vantage_core.cli.data import main
 from vantage_core.data.download import DownloadError, download_dataset, download_file, import_dataset
-from vantage_core.data.preprocess import load_source
+from vantage_core.data.prepare import load_source
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ from vantage_core.data.bird import load_bird
 from vantage_core.data.gretel import load_gretel, materialize_db
 from vantage_core.data.preprocess import preprocess
 from vantage_core.data.prepare import prepare_data
-from vantage_core.data.sqlnorm import SQLParseError, normalize_sql
+from vantage_core.sql.parse import SQLParseError, normalize_sql
 from vantage_core.data.wikisql import AGG_OPS, COND_OPS, load_wikisql, wikisql_to_sql
-from vantage_core.eval.execution import run_sql
+from vantage_core.sql.execution import run_sql
 
 
 def small_cfg(**data):

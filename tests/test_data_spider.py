@@ -11,7 +11,7 @@ from test_data_fixtures import SPIDER
 from vantage_core.cli.data import main
 from vantage_core.config import load_config
 from vantage_core.data.preprocess import preprocess
-from vantage_core.eval.execution import has_order_by, results_match, run_sql
+from vantage_core.sql.execution import has_order_by, results_match, run_sql
 
 pytestmark = pytest.mark.skipif(not (SPIDER / "tables.json").is_file(), reason="shared Spider data absent")
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from vantage_core.cli.eval import main
-from vantage_core.data.schema import load_spider_tables
+from vantage_core.data.readers import load_spider_tables
 from vantage_core.errors import DataError
-from vantage_core.eval.execution import valid_sql
+from vantage_core.sql.execution import valid_sql
 from vantage_core.eval.metrics import SUMMARY_COLUMNS, proportion_ci, score_examples
 
 SPIDER = Path(__file__).resolve().parents[2] / "shared/data/spider"

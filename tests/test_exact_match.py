@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vantage_core.data.schema import Column, ForeignKey, Schema, Table, load_spider_tables
+from vantage_core.data.readers import load_spider_tables
+from vantage_core.data.schema import Column, ForeignKey, Schema, Table
 from vantage_core.errors import DataError
 from vantage_core.eval.exact_match import (SQLParseError, cache_info, exact_match, hardness,
                                            parse_components)

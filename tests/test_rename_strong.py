@@ -19,9 +19,9 @@ from vantage_core.config import load_config
 from vantage_core.data import augment as A
 from vantage_core.data.example import Example
 from vantage_core.data.schema import Column, ForeignKey, Schema, Table
-from vantage_core.data.sqlnorm import parse_sql, to_sql
+from vantage_core.sql.parse import parse_sql, to_sql
 from vantage_core.errors import ConfigError
-from vantage_core.eval.execution import run_sql
+from vantage_core.sql.execution import run_sql
 
 HAS_SPIDER = (SPIDER / "tables.json").is_file()
 needs_spider = pytest.mark.skipif(not HAS_SPIDER, reason="shared Spider data absent")
@@ -33,7 +33,7 @@ IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
 def spider():
     if not HAS_SPIDER:
         pytest.skip("shared Spider data absent")
-    from vantage_core.data.spider import load_spider
+    from vantage_core.data.readers import load_spider
     return load_spider(SPIDER)
 
 
@@ -263,7 +263,7 @@ def test_wrong_renamed_sql_is_rejected(tmp_path, tiny_db, monkeypatch):
 def test_rejections_on_spider_are_only_broken_originals(spider):
     """novel + fraction 1.0 + 4 copies on a sample of Spider train (schema-only compile check):
     every rejected copy comes from an original query that does not compile itself."""
-    from vantage_core.eval.execution import valid_sql
+    from vantage_core.sql.execution import valid_sql
     exs = random.Random(11).sample(spider.train, 1200)
     stats = A.AugmentStats()
     out, _ = A.augment_examples(exs, spider.schemas, _cfg(schema_perturbation_copies=4), random.Random(0),

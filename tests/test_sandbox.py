@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from vantage_core.data.schema import Column, Schema, Table
-from vantage_core.eval.execution import (ExecResult, execution_match, results_match, run_sql, schema_db,
+from vantage_core.sql.execution import (ExecResult, execution_match, results_match, run_sql, schema_db,
                                          valid_sql)
 
 SPIDER = Path(__file__).resolve().parents[2] / "shared/data/spider"

@@ -122,7 +122,7 @@ def _db_for(db_id: str, built: dict[str, Path]) -> Path:
 
 @pytest.mark.parametrize("db_id", DB_IDS)
 def test_sandbox_on_real_databases(db_id, built_dbs, tmp_path):
-    from vantage_core.eval.execution import run_sql
+    from vantage_core.sql.execution import run_sql
 
     original = _db_for(db_id, built_dbs)
     orig_hash = sha(original)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from vantage_core.data.prepare import split_by_database
-from vantage_core.data.spider import load_spider
+from vantage_core.data.prepare import carve_validation
+from vantage_core.data.readers import load_spider
 from vantage_core.data.synthetic import (DEFAULT_NUM_DATABASES, DOMAINS, META_FILE, TEMPLATES, _main,
                                          generate_synthetic)
 from vantage_core.errors import DataError
@@ -341,7 +341,7 @@ def test_many_distinct_table_name_sets(raw):
 def test_held_out_table_names_are_new_but_explained_by_questions(splits):
     """The trainer's validation split (by database): many of its table names never occur in the
     remaining training databases, yet the questions spell them out, so they can be copied."""
-    train, valid = split_by_database(list(splits.train), 0.2, 0)
+    train, valid = carve_validation(list(splits.train), 0.2, 0)
     val_dbs, train_dbs = {e.db_id for e in valid}, {e.db_id for e in train}
     assert val_dbs and not val_dbs & train_dbs
     seen = {t.name for d in train_dbs for t in splits.schemas[d].tables}

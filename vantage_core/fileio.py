@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from .errors import VantageError
 
@@ -21,3 +25,18 @@ def atomic_write(path: str | Path, data: str | bytes, *, what: str = "file") -> 
     except OSError as e:  # disk full, quota, permissions
         tmp.unlink(missing_ok=True)
         raise VantageError(f"{path}: cannot write the {what} ({e.strerror or e})") from None
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A private temporary sibling of `path` to build a file in (a SQLite database, a file a
+    library writes itself); renamed into place when the block ends, removed when it fails.
+    Concurrent builders of the same file never see each other's partial files."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -99,7 +99,7 @@ def read_preds(path: Path, golds: list[tuple[str, str]]) -> list[str]:
 
 
 def _cmd_score(args) -> int:
-    from ..data.schema import load_spider_tables
+    from ..data.readers import load_spider_tables
     from ..eval.metrics import format_summary, score_examples
 
     golds = read_gold(args.gold)

@@ -14,6 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ..data.readers import parse_source
 from ..errors import DataError, run_cli
 from .args import SPELLING_NOTE, ArgumentParser, check_wandb
 
@@ -81,9 +82,10 @@ def resolve(args):
 def data_source(data_dir: str) -> str:
     """--data_dir -> data.source: 'synthetic' and 'spider:PATH' pass through; a folder
     (processed data or Spider layout) is passed as its absolute path."""
-    if data_dir == "synthetic" or (":" in data_dir and not Path(data_dir).exists()):
+    kind, path = parse_source(data_dir)
+    if kind in ("synthetic", "spider") or (":" in data_dir and not path.exists()):
         return data_dir
-    return str(Path(data_dir).expanduser().absolute())
+    return str(path.absolute())
 
 
 def is_mix(source: str) -> bool:
@@ -149,7 +151,8 @@ def default_output_dir(config: str) -> Path | None:
 
 
 def check_data_dir(source: str) -> None:
-    if source == "synthetic" or source.startswith("spider:") or Path(source).is_dir():
+    kind, path = parse_source(source)
+    if kind in ("synthetic", "spider") or path.is_dir():
         return
     raise DataError(f"--data_dir {source}: no such folder (give a processed data folder, a "
                     "Spider-layout folder, 'synthetic' or 'spider:PATH')")

@@ -18,7 +18,7 @@ import io
 from pathlib import Path
 
 from ..errors import DataError
-from .readers import LayoutSplits, load_schema_file, load_spider_like
+from .readers import DatasetSplits, find_layout, load_schema_file, load_spider_like
 
 SPLITS = ("train", "dev")
 
@@ -67,15 +67,10 @@ def read_descriptions(db_dir: Path) -> dict[tuple[str, str], str]:
     return out
 
 
-def load_bird(root: str | Path, *, source: str = "bird", descriptions: bool = True) -> LayoutSplits:
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: BIRD folder not found")
-    parts = find_bird_parts(root)
-    if not parts:
-        raise DataError(f"{root}: no train.json or dev.json (expected the BIRD layout: "
-                        "train.json, train_tables.json, train_databases/, dev.json, ...)")
-    out = LayoutSplits(source, root)
+def load_bird(root: str | Path, *, source: str = "bird", descriptions: bool = True) -> DatasetSplits:
+    root, parts = find_layout(root, "BIRD", find_bird_parts, "no train.json or dev.json (expected the BIRD "
+                              "layout: train.json, train_tables.json, train_databases/, dev.json, ...)")
+    out = DatasetSplits(source, root)
     out.extras["descriptions"] = {}
     for split, p in parts.items():
         if p["tables"].is_file():

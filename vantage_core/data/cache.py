@@ -1,5 +1,7 @@
-"""Cache keys for preprocessed data: a digest of the input files and of every setting that
-changes the output, so an unchanged re-run is a no-op and any change rebuilds.
+"""The data cache: its folder (`cache_root`, ``$VANTAGE_CACHE``: generated synthetic data, trained
+tokenizers, WikiSQL databases) and the keys of preprocessed data, a digest of the input files
+and of every setting that changes the output, so an unchanged re-run is a no-op and any change
+rebuilds.
 
 Small files (JSON, JSONL, SQL text) are hashed by content; large ones (SQLite databases,
 parquet) by path, size and modification time, which is enough to notice a replaced file.
@@ -16,15 +18,23 @@ from typing import Any, Iterable
 CONTENT_HASH_LIMIT = 32 * 1024 * 1024  # bytes; larger files are keyed by size + mtime
 
 
+def cache_root() -> Path:
+    return Path(os.environ.get("VANTAGE_CACHE", Path.home() / ".cache" / "vantage"))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def file_fingerprint(path: Path, root: Path | None = None) -> str:
     st = path.stat()
     rel = str(path.relative_to(root)) if root is not None else str(path)
     if st.st_size <= CONTENT_HASH_LIMIT and path.suffix.lower() not in (".sqlite", ".db", ".parquet"):
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return f"{rel}:{h.hexdigest()}"
+        return f"{rel}:{sha256_file(path)}"
     return f"{rel}:{st.st_size}:{st.st_mtime_ns}"
 
 

@@ -16,7 +16,7 @@ set to a plain http(s)/file URL of a JSONL/parquet file.
 
 from __future__ import annotations
 
-import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -30,7 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from tqdm.auto import tqdm
+
 from ..errors import DataError
+from .bird import find_bird_parts
+from .cache import sha256_file
+from .gretel import write_jsonl
 
 DATASETS = ("spider", "bird", "wikisql", "gretel")
 GRETEL_HUB_ID = "gretelai/synthetic_text_to_sql"
@@ -88,18 +93,9 @@ def artifacts(name: str, urls: dict[str, str] | None = None,
 # ------------------------------------------------------------------------------------------
 # HTTP download with resume, checksum and atomic rename
 # ------------------------------------------------------------------------------------------
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _progress(total: int | None, initial: int, desc: str, enabled: bool):
     if not enabled:
         return None
-    from tqdm.auto import tqdm
     return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
                 desc=desc, leave=False)
 
@@ -237,7 +233,6 @@ def layout_root(name: str, root: Path) -> Path:
         found = _find_dir(root, lambda d: (d / "tables.json").is_file()
                           and any((d / f).is_file() for f in ("train_spider.json", "dev.json", "train.json")))
     elif name == "bird":
-        from .bird import find_bird_parts
         found = root if find_bird_parts(root) else None
     elif name == "wikisql":
         found = _find_dir(root, lambda d: any((d / f"{s}.jsonl").is_file() and (d / f"{s}.tables.jsonl").is_file()
@@ -331,7 +326,6 @@ def import_dataset(name: str, paths: str | Path | list[str | Path], output_dir: 
 # download = fetch + import
 # ------------------------------------------------------------------------------------------
 def _download_gretel_hub(hub_id: str, output_dir: Path, progress: bool, limit: int | None) -> Path:
-    from .gretel import write_jsonl
     probe = f"https://huggingface.co/api/datasets/{hub_id}"
     try:
         urllib.request.urlopen(urllib.request.Request(probe, method="HEAD"), timeout=10).close()
@@ -341,7 +335,7 @@ def _download_gretel_hub(hub_id: str, output_dir: Path, progress: bool, limit: i
         raise DownloadError(f"gretel: cannot reach {probe} ({getattr(e, 'reason', e)}); "
                             + offline_hint("gretel")) from None
     try:
-        import datasets
+        import datasets  # optional (vantage[data]): only to stream Gretel from the hub
     except ImportError:
         raise DataError("gretel: the `datasets` package is needed (pip install 'vantage[data]')") from None
     stage = output_dir / f".gretel.stream-{os.getpid()}"
@@ -352,10 +346,8 @@ def _download_gretel_hub(hub_id: str, output_dir: Path, progress: bool, limit: i
                 ds = datasets.load_dataset(hub_id, split=split, streaming=True)
                 it = iter(ds)
                 if limit is not None:
-                    import itertools
                     it = itertools.islice(it, limit)
                 if progress:
-                    from tqdm.auto import tqdm
                     it = tqdm(it, desc=f"gretel/{split}", unit="ex", leave=False)
                 write_jsonl(it, stage / f"{split}.jsonl")
             except Exception as e:  # datasets/hub raise many kinds

@@ -14,22 +14,17 @@ there, otherwise the record is skipped with the reason. The context is kept in
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ..errors import DataError
+from ..fileio import atomic_path, atomic_write
 from .example import Example
-from .readers import LayoutSplits, read_json_records, read_jsonl_records
+from .readers import DatasetSplits, find_layout, read_json_records, read_jsonl_records, record_problem
 from .schema import Schema
 
 FIELDS = ("id", "domain", "sql_complexity", "sql_task_type", "sql_prompt", "sql_context", "sql")
 EXTRA = ("domain", "domain_description", "sql_complexity", "sql_task_type", "sql_context", "sql_explanation")
-
-
-def schema_from_connection(con: sqlite3.Connection, db_id: str) -> Schema:
-    return Schema.from_connection(con, db_id)
 
 
 def build_context(context: str) -> sqlite3.Connection:
@@ -46,7 +41,7 @@ def check_record(rec: dict, db_id: str) -> tuple[Schema | None, str | None]:
     except (sqlite3.Error, ValueError) as e:
         return None, f"sql_context does not run in SQLite ({' '.join(str(e).split())[:80]})"
     try:
-        schema = schema_from_connection(con, db_id)
+        schema = Schema.from_connection(con, db_id)
         if not schema.tables:
             return None, "sql_context creates no table"
         try:
@@ -64,23 +59,20 @@ def materialize_db(example: Example, out_dir: str | Path) -> Path:
     out = Path(out_dir) / f"{example.db_id}.sqlite"
     if out.is_file():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    con = sqlite3.connect(tmp)
-    try:
-        con.executescript(example.extra["sql_context"])
-        con.commit()
-    finally:
-        con.close()
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        con = sqlite3.connect(tmp)
+        try:
+            con.executescript(example.extra["sql_context"])
+            con.commit()
+        finally:
+            con.close()
     return out
 
 
 def _iter_file(path: Path, skipped: list) -> Iterator[tuple[int, Any]]:
     if path.suffix == ".parquet":
         try:
-            import pyarrow.parquet as pq
+            import pyarrow.parquet as pq  # only for the hub's parquet files
             table = pq.read_table(path)
         except Exception as e:  # ArrowInvalid on a damaged file, ImportError
             skipped.append((str(path), f"unreadable parquet ({e.__class__.__name__})"))
@@ -105,26 +97,17 @@ def gretel_files(root: Path) -> list[Path]:
     return files
 
 
-def load_gretel(root: str | Path, *, source: str = "gretel", limit: int | None = None) -> LayoutSplits:
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: Gretel folder not found")
-    files = gretel_files(root)
-    if not files:
-        raise DataError(f"{root}: no *.jsonl, *.json or *.parquet files (expected "
-                        "gretelai/synthetic_text_to_sql records)")
-    out = LayoutSplits(source, root)
+def load_gretel(root: str | Path, *, source: str = "gretel", limit: int | None = None) -> DatasetSplits:
+    root, files = find_layout(root, "Gretel", gretel_files, "no *.jsonl, *.json or *.parquet files (expected "
+                              "gretelai/synthetic_text_to_sql records)")
+    out = DatasetSplits(source, root)
     n = 0
     for path in files:
         split = "dev" if "test" in path.name.lower() else "train"
         for i, rec in _iter_file(path, out.skipped):
             where = f"{path}#{i}"
-            if not isinstance(rec, dict):
-                out.skipped.append((where, "not a JSON object"))
-                continue
-            missing = [k for k in ("sql_prompt", "sql_context", "sql") if k not in rec]
-            if missing:
-                out.skipped.append((where, f"missing field {', '.join(missing)}"))
+            if why := record_problem(rec, ("sql_prompt", "sql_context", "sql")):
+                out.skipped.append((where, why))
                 continue
             rid = str(rec.get("id", f"{path.stem}-{i}"))
             db_id = "gretel_" + "".join(c if c.isalnum() else "_" for c in rid)
@@ -147,12 +130,7 @@ def load_gretel(root: str | Path, *, source: str = "gretel", limit: int | None =
 
 def write_jsonl(records: Iterable[dict], path: Path) -> int:
     """Write records atomically as JSON lines; returns the count."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    n = 0
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
-            n += 1
-    os.replace(tmp, path)
-    return n
+    lines = [json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, "".join(lines), what="records")
+    return len(lines)

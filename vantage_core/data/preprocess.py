@@ -23,8 +23,10 @@ and example id in ``summary.json`` / ``skipped.jsonl`` and a printed table.
 
 Output: ``train.jsonl``, ``validation.jsonl``, ``dev.jsonl`` (text fields + ``input_ids`` +
 ``sql_start``), ``tokenizer.json``, ``schemas.json``, ``skipped.jsonl``, ``summary.json``
-and ``database/<db>/<db>.sqlite`` links to the real database files. `load_processed` turns
-the folder into the trainer's `PreparedData` (augmentation and mixing are applied there).
+and ``database/<db>/<db>.sqlite`` links to the real database files. `prepare.load_processed`
+turns the folder into the trainer's `PreparedData` (augmentation and mixing are applied there).
+Loading, the split, schema texts and the tokenizer are prepare.py's steps, the ones
+`prepare_data` runs in a sweep.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ import json
 import logging
 import multiprocessing as mp
 import os
-import random
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -42,15 +43,21 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import pandas as pd
+from tokenizers import Tokenizer
+from tqdm.auto import tqdm
 
 from ..config import Config
 from ..errors import DataError
+from ..fileio import atomic_write
+from ..sql.execution import run_sql, schema_db
+from ..sql.parse import try_normalize
 from .cache import cache_key, iter_input_files, read_stamp
 from .example import Example
-from .readers import LayoutSplits
-from .schema import Schema, sample_values, serialize_schema
-from .sqlnorm import try_normalize
-from .tokenizer import SQLTokenizer, build_prompt, encode_example
+from .mix import mix_examples, proportions_table, weights_from_config
+from .prepare import carve_validation, load_source, schema_texts, train_tokenizer
+from .readers import DatasetSplits
+from .schema import Schema, serialize_schema
+from .tokenizer import MemoTokenizer, SQLTokenizer, build_prompt, encode_example, init_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -84,22 +91,6 @@ def discover_sources(data_dir: Path, only: Iterable[str] | None = None) -> dict[
     return found
 
 
-def load_source(name: str, root: Path) -> LayoutSplits:
-    from .readers import load_spider_tolerant
-    if name in ("spider", "synthetic"):
-        return load_spider_tolerant(root, source=name)
-    if name == "bird":
-        from .bird import load_bird
-        return load_bird(root)
-    if name == "wikisql":
-        from .wikisql import load_wikisql
-        return load_wikisql(root)
-    if name == "gretel":
-        from .gretel import load_gretel
-        return load_gretel(root)
-    raise DataError(f"unknown dataset '{name}'")
-
-
 # ------------------------------------------------------------------------------------------
 # process-pool work (module level so it pickles; state arrives through the initializer)
 # ------------------------------------------------------------------------------------------
@@ -111,13 +102,11 @@ def _init_worker(state: dict[str, Any]) -> None:
     _STATE.clear()
     _STATE.update(state)
     if "tokenizer_json" in state:
-        from tokenizers import Tokenizer
         _STATE["tok"] = SQLTokenizer(Tokenizer.from_str(state["tokenizer_json"]))
 
 
 def _normalize_chunk(items: list[tuple[str, str | None, str]]) -> list[tuple[str | None, str | None]]:
     """[(sql, db_path, db_id)] -> [(normalized, reason)] with a compile check."""
-    from ..eval.execution import run_sql, schema_db
     schemas: dict[str, Schema] = _STATE.get("schemas", {})
     out = []
     for sql, db_path, db_id in items:
@@ -134,30 +123,11 @@ def _normalize_chunk(items: list[tuple[str, str | None, str]]) -> list[tuple[str
     return out
 
 
-class _SchemaCachingTokenizer:
-    """Delegates to an SQLTokenizer, remembering the ids of long texts (schemas repeat)."""
-
-    def __init__(self, tok: SQLTokenizer):
-        self._tok = tok
-        self._memo: dict[str, list[int]] = {}
-
-    def __getattr__(self, name):
-        return getattr(self._tok, name)
-
-    def encode(self, text: str) -> list[int]:
-        if len(text) < 200:
-            return self._tok.encode(text)
-        ids = self._memo.get(text)
-        if ids is None:
-            ids = self._memo[text] = self._tok.encode(text)
-        return ids
-
-
 def _encode_chunk(items: list[tuple[str, str, str | None, str]]) -> list[tuple[list[int], int] | None]:
     """[(schema_text, question, sql, evidence)] -> [(ids, sql_start) | None]."""
     tok = _STATE.get("ctok")
     if tok is None:
-        tok = _STATE["ctok"] = _SchemaCachingTokenizer(_STATE["tok"])
+        tok = _STATE["ctok"] = MemoTokenizer(_STATE["tok"])
     L = _STATE["max_len"]
     return [encode_example(tok, s, q, sql, L, ev) for s, q, sql, ev in items]
 
@@ -174,7 +144,6 @@ def run_pool(fn: Callable, items: list, state: dict[str, Any], num_workers: int,
     chunks = _chunks(items, chunk)
     bar = None
     if progress and sys.stderr.isatty():
-        from tqdm.auto import tqdm
         bar = tqdm(total=len(items), desc=progress, unit="ex", leave=False)
     out: list = []
     if num_workers <= 1 or len(chunks) <= 1:
@@ -208,30 +177,6 @@ def run_pool(fn: Callable, items: list, state: dict[str, Any], num_workers: int,
     if bar is not None:
         bar.close()
     return out
-
-
-# ------------------------------------------------------------------------------------------
-# split
-# ------------------------------------------------------------------------------------------
-def carve_validation(examples: list[Example], fraction: float, seed: int,
-                     by: str = "database") -> tuple[list[Example], list[Example]]:
-    """Seeded train/validation split of training examples; ``by="database"`` keeps every
-    database on one side (falls back to examples when there is a single database)."""
-    rng = random.Random(seed)
-    if by == "database":
-        dbs = sorted({e.db_id for e in examples})
-        if len(dbs) >= 2:
-            rng.shuffle(dbs)
-            n_val = min(len(dbs) - 1, max(1, round(fraction * len(dbs))))
-            val = set(dbs[:n_val])
-            return [e for e in examples if e.db_id not in val], [e for e in examples if e.db_id in val]
-    elif by != "example":
-        raise DataError(f"split_by={by!r}: choose database or example")
-    idx = list(range(len(examples)))
-    rng.shuffle(idx)
-    n_val = max(1, round(fraction * len(examples))) if len(examples) > 1 else 0
-    val = set(idx[:n_val])
-    return [e for i, e in enumerate(examples) if i not in val], [e for i, e in enumerate(examples) if i in val]
 
 
 # ------------------------------------------------------------------------------------------
@@ -286,7 +231,7 @@ def preprocess(cfg: Config, data_dir: str | Path, output_dir: str | Path, *, num
     # load ---------------------------------------------------------------------------------
     t = time.perf_counter()
     skipped: list[dict[str, str]] = []
-    loaded: dict[str, LayoutSplits] = {}
+    loaded: dict[str, DatasetSplits] = {}
     for name, root in sources.items():
         try:
             sp = load_source(name, root)
@@ -319,7 +264,7 @@ def preprocess(cfg: Config, data_dir: str | Path, output_dir: str | Path, *, num
     normalized: dict[str, str] = {}
     for e, (n, reason) in zip(all_ex, norm):
         if n is None:
-            skipped.append({"source": e.source, "file": _file_of(e), "example": e.id, "reason": reason or "?"})
+            skipped.append({"source": e.source, "file": _file_of_id(e.id), "example": e.id, "reason": reason or "?"})
             continue
         normalized[e.id] = n
         kept.append(e)
@@ -330,8 +275,6 @@ def preprocess(cfg: Config, data_dir: str | Path, output_dir: str | Path, *, num
     for name in loaded:
         tr = [e for e in kept if e.source == name and e.split == "train"]
         a, b = carve_validation(tr, cfg.data.validation_fraction, cfg.data.seed, split_by) if tr else ([], [])
-        for e in b:
-            e.split = "validation"
         train += a
         valid += b
         dev += [e for e in kept if e.source == name and e.split == "dev"]
@@ -339,17 +282,7 @@ def preprocess(cfg: Config, data_dir: str | Path, output_dir: str | Path, *, num
     # 2. schemas ---------------------------------------------------------------------------
     t = time.perf_counter()
     used = {e.db_id for e in train + valid + dev}
-    values: dict[str, dict] = {}
-    if cfg.data.include_sample_values:
-        for db in sorted(used):
-            if db in db_paths:
-                try:
-                    values[db] = sample_values(db_paths[db], schemas[db])
-                except Exception:  # a corrupt database file: schema only
-                    skipped.append({"source": "", "file": db_paths[db], "example": "",
-                                    "reason": "database unreadable (schema only)"})
-    full_text = {db: serialize_schema(schemas[db], sample_values=values.get(db), style=cfg.data.schema_format)
-                 for db in used}
+    full_text, values = schema_texts(schemas, db_paths.get, used, cfg, skipped)
     timings["schema_s"] = time.perf_counter() - t
 
     # 3. tokenizer + encode ----------------------------------------------------------------
@@ -359,10 +292,9 @@ def preprocess(cfg: Config, data_dir: str | Path, output_dir: str | Path, *, num
              + normalized[e.id] for e in train]
     texts += sorted({full_text[e.db_id] for e in valid + dev})  # schemas only: no held-out answers
     if cfg.model.init_from:   # the token ids (and chat format) the weights were trained with
-        from .prepare import init_tokenizer
         tok = init_tokenizer(cfg.model.init_from, cfg.model.vocab_size)
     else:
-        tok = SQLTokenizer.train(texts, vocab)
+        tok = train_tokenizer(texts, vocab)
     timings["tokenizer_s"] = time.perf_counter() - t
     L = cfg.training.max_seq_length
     budget = int(L * SCHEMA_BUDGET)
@@ -385,7 +317,7 @@ def preprocess(cfg: Config, data_dir: str | Path, output_dir: str | Path, *, num
     rows: dict[str, list[dict]] = {"train": [], "validation": [], "dev": []}
     for e, en in zip(train + valid + dev, enc):
         if en is None:
-            skipped.append({"source": e.source, "file": _file_of(e), "example": e.id,
+            skipped.append({"source": e.source, "file": _file_of_id(e.id), "example": e.id,
                             "reason": f"too long for max_seq_length={L}"})
             continue
         ids, start = en
@@ -416,7 +348,6 @@ def preprocess(cfg: Config, data_dir: str | Path, output_dir: str | Path, *, num
     accounting = _accounting(loaded, rows, skipped)
     counts = {split: len(rs) for split, rs in rows.items()}
     per_source = {s: {split: sum(1 for r in rs if r["source"] == s) for split, rs in rows.items()} for s in loaded}
-    from .mix import mix_examples, proportions_table, weights_from_config
     by_src = {s: [r["id"] for r in rows["train"] if r["source"] == s] for s in loaded}
     w = weights_from_config(cfg.data, [s for s, v in by_src.items() if v])
     mixed = mix_examples({s: [s] * len(v) for s, v in by_src.items()}, w, seed=cfg.data.seed)
@@ -445,11 +376,7 @@ def _file_of_id(ex_id: str) -> str:
     return "/".join(parts[:-1]) if len(parts) > 2 else parts[0]
 
 
-def _file_of(e: Example) -> str:
-    return _file_of_id(e.id)
-
-
-def _accounting(loaded: dict[str, LayoutSplits], rows: dict[str, list[dict]], skipped: list[dict]) -> list[dict]:
+def _accounting(loaded: dict[str, DatasetSplits], rows: dict[str, list[dict]], skipped: list[dict]) -> list[dict]:
     """Per source file: records read, kept (by split) and skipped."""
     table: dict[tuple[str, str], dict[str, int]] = {}
 
@@ -473,17 +400,12 @@ def _accounting(loaded: dict[str, LayoutSplits], rows: dict[str, list[dict]], sk
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=1, ensure_ascii=False, default=str), what="processed data")
 
 
 def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows),
+                 what="processed data")
 
 
 def _link_databases(out: Path, paths: dict[str, str]) -> None:
@@ -520,140 +442,3 @@ def print_summary(res: PreprocessResult, echo: Callable[[str], None] = print) ->
     mix = pd.DataFrame(s.get("mix", []))
     if len(mix):
         echo("\ntraining mix (data.*_weight):\n" + mix.to_string(index=False))
-
-
-# ------------------------------------------------------------------------------------------
-# the trainer's side: a processed folder -> PreparedData
-# ------------------------------------------------------------------------------------------
-def is_processed_dir(path: str | Path) -> bool:
-    p = Path(path)
-    return p.is_dir() and (p / "summary.json").is_file() and (p / "train.jsonl").is_file() \
-        and (p / "tokenizer.json").is_file()
-
-
-def _read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _example(r: dict) -> Example:
-    return Example(**{k: r[k] for k in ("id", "source", "db_id", "question", "query", "split", "evidence",
-                                        "db_path", "extra") if k in r})
-
-
-def _processed_meta(root: Path) -> tuple[LayoutSplits, dict[str, str]]:
-    try:
-        meta = json.loads((root / "schemas.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise DataError(f"{root}/schemas.json: unreadable ({e.__class__.__name__}); re-run vantage-data "
-                        "preprocess") from None
-    schemas = {db: Schema.from_dict(m["schema"]) for db, m in meta.items()}
-    splits = LayoutSplits("processed", root, schemas=schemas,
-                          db_paths={db: Path(m["db_path"]) for db, m in meta.items() if m.get("db_path")})
-    return splits, {db: m["schema_text"] for db, m in meta.items()}
-
-
-def processed_splits(path: str | Path) -> LayoutSplits:
-    """A processed folder as DatasetSplits: train (already without validation), dev, schemas;
-    the carved validation examples are in ``extras["validation"]``."""
-    root = Path(path)
-    splits, _ = _processed_meta(root)
-    splits.train = [_example(r) for r in _read_rows(root / "train.jsonl")]
-    splits.dev = [_example(r) for r in _read_rows(root / "dev.jsonl")]
-    splits.extras["validation"] = [_example(r) for r in _read_rows(root / "validation.jsonl")]
-    return splits
-
-
-def load_processed(cfg: Config, path: str | Path, *, tokenizer: SQLTokenizer | None = None,
-                   final_split: str = "validation"):
-    """PreparedData from a processed folder. Training examples are augmented
-    (``data.augmentation_prob`` / ``schema_perturbation_prob``) and mixed by the
-    ``data.*_weight`` keys; validation and dev never are."""
-    from .augment import AugmentStats, augment_examples
-    from .mix import mix_examples, proportions_table, weights_from_config
-    from .prepare import Encoded, PreparedData
-
-    root = Path(path)
-    summary = json.loads((root / "summary.json").read_text(encoding="utf-8"))
-    tok_file = SQLTokenizer.load(root / "tokenizer.json")
-    tok = tokenizer or tok_file
-    if tok.vocab_size > cfg.model.vocab_size:
-        raise DataError(f"{root}: tokenizer has {tok.vocab_size} tokens but model.vocab_size is "
-                        f"{cfg.model.vocab_size}")
-    L = cfg.training.max_seq_length
-    reencode = tok.fingerprint() != tok_file.fingerprint() or L != summary.get("max_seq_length")
-    splits, schema_text = _processed_meta(root)
-    schemas = splits.schemas
-    skipped = {"too_long": 0}
-
-    def encoded(rows: list[dict]) -> tuple[list[Example], list[Encoded]]:
-        exs, encs = [], []
-        for r in rows:
-            e = _example(r)
-            if reencode or r.get("input_ids") is None:
-                en = encode_example(tok, schema_text[e.db_id], e.question, r["query_normalized"], L, e.evidence)
-                if en is None:
-                    skipped["too_long"] += 1
-                    continue
-                ids, start = en
-            else:
-                ids, start = r["input_ids"], r["sql_start"]
-            e.extra = dict(e.extra, query_normalized=r["query_normalized"])
-            exs.append(e)
-            encs.append(Encoded(ids, start))
-        return exs, encs
-
-    train_rows = _read_rows(root / "train.jsonl")
-    splits.train = [_example(r) for r in train_rows]
-    splits.dev = [_example(r) for r in _read_rows(root / "dev.jsonl")]
-    splits.extras["validation"] = [_example(r) for r in _read_rows(root / "validation.jsonl")]
-    train_ex, train_enc = encoded(train_rows)
-    if not train_ex:
-        raise DataError(f"{root}: no training examples")
-    valid_rows = _read_rows(root / ("dev.jsonl" if final_split == "dev" else "validation.jsonl"))
-    if final_split == "dev" and not valid_rows:
-        raise DataError(f"{root}: has no dev split")
-    valid, valid_enc = encoded(valid_rows)
-
-    # augmentation (training only) ------------------------------------------------------------
-    d = cfg.data
-    if d.augmentation_prob > 0 or d.schema_perturbation_prob > 0:
-        base = list(train_ex)
-        for e in base:  # augment the normalized SQL (what the model learns)
-            e.query = e.extra["query_normalized"]
-        stats = AugmentStats()
-        aug, schemas = augment_examples(base, schemas, d, random.Random(d.seed), stats=stats)
-        splits.schemas = schemas
-        for e in aug[len(base):]:
-            if e.db_id not in schema_text:
-                schema_text[e.db_id] = serialize_schema(schemas[e.db_id], style=cfg.data.schema_format)
-            en = encode_example(tok, schema_text[e.db_id], e.question, e.query, L, e.evidence)
-            if en is None:
-                skipped["too_long"] += 1
-                continue
-            train_ex.append(e)
-            train_enc.append(Encoded(*en))
-        skipped["augment_rejected"] = sum(stats.rejected.values())
-        log.info("augmentation: +%d paraphrased/rewritten, +%d renamed", stats.augmented, stats.renamed)
-
-    # mixing -----------------------------------------------------------------------------------
-    by_src: dict[str, list[int]] = {}
-    for i, e in enumerate(train_ex):
-        by_src.setdefault(e.source, []).append(i)
-    w = weights_from_config(d, list(by_src))
-    if w and len(by_src) > 1:
-        order = mix_examples(by_src, w, n=len(train_ex), seed=d.seed)
-        table = proportions_table({s: len(v) for s, v in by_src.items()}, [train_ex[i].source for i in order], w)
-        log.info("training mix:\n%s", table.to_string(index=False))
-        train_ex = [train_ex[i] for i in order]
-        train_enc = [train_enc[i] for i in order]
-
-    order = list(range(len(valid)))
-    random.Random(1234).shuffle(order)
-    order = sorted(order[: d.max_eval_examples])
-    eval_ex = [valid[i] for i in order]
-    eval_prompts = [valid_enc[i].ids[: valid_enc[i].sql_start] for i in order]
-    return PreparedData(str(root), tok, train_enc, train_ex, valid, valid_enc, eval_ex, eval_prompts,
-                        schemas, splits, skipped)

@@ -3,11 +3,10 @@ and materialize as a schema-only SQLite database (for validity checks without th
 
 from __future__ import annotations
 
-import json
+import re
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from ..errors import DataError
 
@@ -130,26 +129,6 @@ class Schema:
             stmts.append(f'CREATE TABLE "{t.name}" (' + ", ".join(cols) + ")")
         return stmts
 
-    def to_sqlite(self, path: str | Path) -> Path:
-        """Write a schema-only (empty) SQLite database; used for EXPLAIN-based validity."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.unlink(missing_ok=True)
-        con = sqlite3.connect(tmp)
-        try:
-            for s in self.create_statements():
-                try:
-                    con.execute(s)
-                except sqlite3.DatabaseError:
-                    # Duplicate/odd names in some schemas: keep going with what we can build.
-                    pass
-            con.commit()
-        finally:
-            con.close()
-        tmp.replace(path)
-        return path
-
 
 def _sqlite_type(t: str) -> str:
     t = (t or "text").lower()
@@ -210,26 +189,6 @@ def _serialize_lines(schema: Schema, sample_values, keys: bool) -> str:
     return "\n".join(lines)
 
 
-def load_spider_tables(path: str | Path) -> dict[str, Schema]:
-    path = Path(path)
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: corrupt JSON ({e})") from None
-    if not isinstance(entries, list):
-        raise DataError(f"{path}: expected a JSON list of database schemas, got {type(entries).__name__}")
-    out = {}
-    for i, e in enumerate(entries):
-        try:
-            s = Schema.from_spider_entry(e)
-        except (KeyError, IndexError, TypeError) as err:
-            raise DataError(f"{path}: entry {i}: malformed schema ({err!r})") from None
-        out[s.db_id] = s
-    return out
-
-
 def sample_values(db_path: str | Path, schema: Schema, k: int = 3) -> dict[tuple[str, str], list]:
     """Up to k distinct non-null values of each text column, read-only."""
     out: dict[tuple[str, str], list] = {}
@@ -251,7 +210,14 @@ def sample_values(db_path: str | Path, schema: Schema, k: int = 3) -> dict[tuple
     return out
 
 
-def iter_columns(schema: Schema) -> Iterable[tuple[str, str]]:
-    for t in schema.tables:
-        for c in t.columns:
-            yield t.name, c.name
+def pluralize(words: str) -> str:
+    """English plural of the last word, as a question mentions a table (``harbor`` ->
+    ``harbors``, ``atlas`` -> ``atlases``, ``ferry`` -> ``ferries``); a word already plural
+    (``details``) stays."""
+    if re.search(r"(?:ss|us|is|as|x|z|ch|sh)$", words):
+        return words + "es"
+    if words.endswith("s"):
+        return words
+    if re.search(r"[^aeiou]y$", words):
+        return words[:-1] + "ies"
+    return words + "s"

@@ -19,6 +19,7 @@ databases of domains that no training database uses (as long as there are enough
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -31,7 +32,9 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import DataError, run_cli
+from .readers import load_spider
+from .schema import pluralize
 
 VERSION = 2  # 2: synonym renaming of tables/columns in later variants
 META_FILE = "synthetic_meta.json"
@@ -577,12 +580,7 @@ def nat(name: str) -> str:
 
 
 def plural(name: str) -> str:
-    w = nat(name)
-    if w.endswith("y") and w[-2:-1] not in "aeiou":
-        return w[:-1] + "ies"
-    if w.endswith(("s", "x", "ch", "sh")):
-        return w + "es"
-    return w + "s"
+    return pluralize(nat(name))
 
 
 def lit(v) -> str:
@@ -676,6 +674,10 @@ class Ctx:
         paths = [(a, b, c) for a in sorted(adj) for b in adj[a] for c in adj[b] if c != a]
         a, b, c = _pick(self.rng, paths)
         return self.db.table(a), self.db.table(b), self.db.table(c)
+
+
+def _child_join(ch: Tbl, pa: Tbl) -> str:
+    return f"{ch.name} AS T1 JOIN {pa.name} AS T2 ON T1.{pa.name}_id = T2.id"
 
 
 def _on(x: Tbl, xa: str, y: Tbl, ya: str) -> str:
@@ -989,8 +991,7 @@ def _t(x: Ctx):
     q = x.say(["Show the {d} of {cp} whose {ps} has {w}.", "List the {d} of every {cs} belonging to a {ps} with {w}.",
                "Which {cp} are linked to a {ps} with {w}? Give their {d}."],
               d=nat(d), cp=plural(ch.name), cs=nat(ch.name), ps=nat(pa.name), w=words)
-    return q, (f"SELECT T1.{d} FROM {ch.name} AS T1 JOIN {pa.name} AS T2 ON T1.{pa.name}_id = T2.id "
-               f"WHERE {cond}")
+    return q, f"SELECT T1.{d} FROM {_child_join(ch, pa)} WHERE {cond}"
 
 
 @template("join_child_cols", "join")
@@ -1002,8 +1003,7 @@ def _t(x: Ctx):
                "For every {cs} with {w}, list its {d} and the {pd} of its {ps}.",
                "List the {d} of {cp} with {w} and the {pd} of their {ps}."],
               d=nat(d), pd=nat(pd), cs=nat(ch.name), cp=plural(ch.name), ps=nat(pa.name), w=words)
-    return q, (f"SELECT T1.{d}, T2.{pd} FROM {ch.name} AS T1 JOIN {pa.name} AS T2 ON T1.{pa.name}_id = T2.id "
-               f"WHERE {cond}")
+    return q, f"SELECT T1.{d}, T2.{pd} FROM {_child_join(ch, pa)} WHERE {cond}"
 
 
 @template("join_group_count", "join")
@@ -1014,8 +1014,7 @@ def _t(x: Ctx):
                "How many {cp} does each {ps} have? List the {pd} and the count.",
                "Show the {pd} of every {ps} together with its number of {cp}."],
               ps=nat(pa.name), pd=nat(pd), cp=plural(ch.name))
-    return q, (f"SELECT T2.{pd}, count(*) FROM {ch.name} AS T1 JOIN {pa.name} AS T2 ON T1.{pa.name}_id = T2.id "
-               f"GROUP BY T1.{pa.name}_id")
+    return q, f"SELECT T2.{pd}, count(*) FROM {_child_join(ch, pa)} GROUP BY T1.{pa.name}_id"
 
 
 @template("join_most", "join")
@@ -1026,8 +1025,7 @@ def _t(x: Ctx):
                "What is the {pd} of the {ps} with the largest number of {cp}?",
                "Find the {pd} of the {ps} that has the most {cp}."],
               ps=nat(pa.name), pd=nat(pd), cp=plural(ch.name))
-    return q, (f"SELECT T2.{pd} FROM {ch.name} AS T1 JOIN {pa.name} AS T2 ON T1.{pa.name}_id = T2.id "
-               f"GROUP BY T1.{pa.name}_id ORDER BY count(*) DESC LIMIT 1")
+    return q, f"SELECT T2.{pd} FROM {_child_join(ch, pa)} GROUP BY T1.{pa.name}_id ORDER BY count(*) DESC LIMIT 1"
 
 
 @template("join_agg", "join")
@@ -1041,8 +1039,7 @@ def _t(x: Ctx):
                "What is the {fw} {n} of {cp} for each {ps}? List the {pd} too.",
                "Show the {pd} of every {ps} and the {fw} {n} of its {cp}."],
               ps=nat(pa.name), pd=nat(pd), fw=fw, n=nat(n), cp=plural(ch.name))
-    return q, (f"SELECT T2.{pd}, {f}(T1.{n}) FROM {ch.name} AS T1 JOIN {pa.name} AS T2 ON "
-               f"T1.{pa.name}_id = T2.id GROUP BY T1.{pa.name}_id")
+    return q, f"SELECT T2.{pd}, {f}(T1.{n}) FROM {_child_join(ch, pa)} GROUP BY T1.{pa.name}_id"
 
 
 @template("join_having", "join")
@@ -1055,8 +1052,7 @@ def _t(x: Ctx):
     q = x.say(["Which {pp} have at least {k} {cp}? Give their {pd}.", "List the {pd} of {pp} with {k} or more {cp}.",
                "Show the {pd} of every {ps} that has at least {k} {cp}."],
               pp=plural(pa.name), ps=nat(pa.name), k=k, cp=plural(ch.name), pd=nat(pd))
-    return q, (f"SELECT T2.{pd} FROM {ch.name} AS T1 JOIN {pa.name} AS T2 ON T1.{pa.name}_id = T2.id "
-               f"GROUP BY T1.{pa.name}_id HAVING count(*) >= {k}")
+    return q, f"SELECT T2.{pd} FROM {_child_join(ch, pa)} GROUP BY T1.{pa.name}_id HAVING count(*) >= {k}"
 
 
 @template("join3", "join3")
@@ -1300,8 +1296,6 @@ def generate_synthetic(out_dir: str | Path, *, num_databases: int = DEFAULT_NUM_
 
 
 def _main(argv=None) -> int:
-    import argparse
-    from .spider import load_spider
 
     ap = argparse.ArgumentParser(prog="python -m vantage_core.data.synthetic",
                                  description="Generate the synthetic text-to-SQL dataset (Spider layout).")
@@ -1323,5 +1317,4 @@ def _main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from ..errors import run_cli
     sys.exit(run_cli(_main))

@@ -3,13 +3,16 @@ tokens for the prompt parts. Saved as tokenizer.json, loadable by `transformers`
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from ..errors import DataError
+from ..errors import CheckpointError, DataError
+from ..fileio import atomic_path, atomic_write
 
 PAD, SCHEMA, QUESTION, SQL, END = "<|pad|>", "<|schema|>", "<|question|>", "<|sql|>", "<|end|>"
 EVIDENCE = "<|evidence|>"
@@ -56,7 +59,7 @@ class SQLTokenizer:
     @classmethod
     def from_pretrained(cls, spec) -> "SQLTokenizer":
         """The tokenizer and chat template of a dense pretrained source (GGUF, HF Llama, alias)."""
-        from ..model.pretrained import tokenizer_parts
+        from ..model.pretrained import tokenizer_parts  # imports mlx: only for pretrained sources
         tok, template, eos, pad = tokenizer_parts(spec)
         if template is None:
             raise DataError(f"{spec}: the source has no chat template; Vantage prompts a pretrained model "
@@ -85,11 +88,9 @@ class SQLTokenizer:
     def save(self, path: str | Path) -> None:
         """tokenizer.json, plus tokenizer_config.json (HF style: chat template, eos, pad) in chat
         mode, so checkpoints and exports carry the source's chat format."""
-        from ..fileio import atomic_write
         path = Path(path)
-        tmp = path.with_suffix(".tmp")
-        self.tok.save(str(tmp))
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            self.tok.save(str(tmp))
         if self.is_chat:
             atomic_write(path.parent / "tokenizer_config.json", json.dumps(self.hf_config(), indent=1),
                          what="tokenizer config")
@@ -150,7 +151,6 @@ class SQLTokenizer:
         return extract_sql(text) if self.is_chat else text
 
     def fingerprint(self) -> str:
-        import hashlib
         h = hashlib.sha256(self.tok.to_str().encode())
         if self.is_chat:
             h.update(f"\0{self.chat_template}\0{self.eos_token}\0{self.pad_token}".encode())
@@ -161,8 +161,50 @@ class SQLTokenizer:
         return encode_example(self, schema_text, question, sql, max_len, evidence)
 
 
+class MemoTokenizer:
+    """Delegates to an SQLTokenizer, remembering the ids of long texts (schemas repeat)."""
+
+    def __init__(self, tok: SQLTokenizer):
+        self._tok = tok
+        self._memo: dict[str, list[int]] = {}
+
+    def __getattr__(self, name):
+        return getattr(self._tok, name)
+
+    def encode(self, text: str) -> list[int]:
+        if len(text) < 200:
+            return self._tok.encode(text)
+        ids = self._memo.get(text)
+        if ids is None:
+            ids = self._memo[text] = self._tok.encode(text)
+        return ids
+
+
+def init_tokenizer(path: str | Path, vocab_size: int) -> SQLTokenizer:
+    """The token ids the weights of `model.init_from` were trained with."""
+    # model/export/train read weights on disk and import mlx: loaded only for model.init_from
+    from ..export import is_hf_folder
+    from ..model import pretrained
+    from ..train.checkpoint import find_checkpoint
+
+    if pretrained.is_dense_source(path):
+        try:
+            return SQLTokenizer.from_pretrained(path)
+        except CheckpointError as e:
+            raise DataError(f"model.init_from: {e}") from None
+    p = Path(path).expanduser()
+    try:
+        ck = p if is_hf_folder(p) else find_checkpoint(p)   # (a crash between renames: .old)
+    except CheckpointError as e:
+        raise DataError(f"model.init_from: {e}") from None
+    f = ck / "tokenizer.json"
+    if not f.is_file():
+        raise DataError(f"model.init_from: {ck} has no tokenizer.json, so the token ids of its "
+                        f"weights are unknown")
+    return SQLTokenizer.load_for_model(f, vocab_size)
+
+
 def extract_sql(text: str) -> str:
-    import re
     m = re.search(r"```(?:sql|sqlite)?\s*(.*?)(?:```|$)", text, flags=re.S | re.I)
     if m:
         text = m.group(1)
@@ -178,7 +220,7 @@ def _tok_name(v):
 
 def _compile_template(template: str):
     try:
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
+        from jinja2.sandbox import ImmutableSandboxedEnvironment  # only chat (pretrained) tokenizers
     except ModuleNotFoundError:
         raise DataError("chat templates need jinja2 (pip install jinja2)") from None
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)

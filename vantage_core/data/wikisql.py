@@ -15,15 +15,16 @@ The ``test`` split is not loaded (train -> train, dev -> dev).
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from ..fileio import atomic_path
+from .cache import cache_root
 from .example import Example
-from .readers import LayoutSplits, read_jsonl_records
+from .readers import DatasetSplits, find_layout, read_jsonl_records, record_problem
 from .schema import Column, Schema, Table
 
 AGG_OPS = ["", "MAX", "MIN", "COUNT", "SUM", "AVG"]
@@ -113,27 +114,24 @@ def table_schema(table: dict) -> Schema:
 
 def build_sqlite(tables: list[dict], path: Path) -> Path:
     """One SQLite file with a table per WikiSQL table (written atomically)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    con = sqlite3.connect(tmp)
-    try:
-        for t in tables:
-            cols = column_names(t["header"])
-            types = t.get("types") or ["text"] * len(cols)
-            real = [i < len(types) and str(types[i]).lower() == "real" for i in range(len(cols))]
-            decl = ", ".join(f"{_qi(c)} {'REAL' if r else 'TEXT COLLATE NOCASE'}" for c, r in zip(cols, real))
-            con.execute(f"CREATE TABLE {table_name(t['id'])} ({decl})")
-            rows = []
-            for row in t.get("rows") or []:
-                row = list(row)[: len(cols)] + [None] * max(0, len(cols) - len(row))
-                rows.append([(_number(v) if r and _number(v) is not None else v) for v, r in zip(row, real)])
-            if rows:
-                con.executemany(f"INSERT INTO {table_name(t['id'])} VALUES ({', '.join('?' * len(cols))})", rows)
-        con.commit()
-    finally:
-        con.close()
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        con = sqlite3.connect(tmp)
+        try:
+            for t in tables:
+                cols = column_names(t["header"])
+                types = t.get("types") or ["text"] * len(cols)
+                real = [i < len(types) and str(types[i]).lower() == "real" for i in range(len(cols))]
+                decl = ", ".join(f"{_qi(c)} {'REAL' if r else 'TEXT COLLATE NOCASE'}" for c, r in zip(cols, real))
+                con.execute(f"CREATE TABLE {table_name(t['id'])} ({decl})")
+                rows = []
+                for row in t.get("rows") or []:
+                    row = list(row)[: len(cols)] + [None] * max(0, len(cols) - len(row))
+                    rows.append([(_number(v) if r and _number(v) is not None else v) for v, r in zip(row, real)])
+                if rows:
+                    con.executemany(f"INSERT INTO {table_name(t['id'])} VALUES ({', '.join('?' * len(cols))})", rows)
+            con.commit()
+        finally:
+            con.close()
     return path
 
 
@@ -149,7 +147,6 @@ def find_wikisql_files(root: Path) -> dict[str, tuple[Path, Path]]:
 
 
 def _default_db_dir(tables_files: list[Path]) -> Path:
-    from .prepare import cache_root
     h = hashlib.sha256()
     for f in tables_files:
         st = f.stat()
@@ -157,15 +154,10 @@ def _default_db_dir(tables_files: list[Path]) -> Path:
     return cache_root() / "wikisql" / h.hexdigest()[:16]
 
 
-def load_wikisql(root: str | Path, *, source: str = "wikisql", db_dir: str | Path | None = None) -> LayoutSplits:
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: WikiSQL folder not found")
-    files = find_wikisql_files(root)
-    if not files:
-        raise DataError(f"{root}: no train.jsonl + train.tables.jsonl (expected the WikiSQL "
-                        "layout: data/{train,dev,test}.jsonl and .tables.jsonl)")
-    out = LayoutSplits(source, root)
+def load_wikisql(root: str | Path, *, source: str = "wikisql", db_dir: str | Path | None = None) -> DatasetSplits:
+    root, files = find_layout(root, "WikiSQL", find_wikisql_files, "no train.jsonl + train.tables.jsonl (expected "
+                              "the WikiSQL layout: data/{train,dev,test}.jsonl and .tables.jsonl)")
+    out = DatasetSplits(source, root)
     ddir = Path(db_dir) if db_dir else _default_db_dir([t for _, t in files.values()])
     for name, (qfile, tfile) in files.items():
         split = SPLITS[name]
@@ -196,12 +188,8 @@ def load_wikisql(root: str | Path, *, source: str = "wikisql", db_dir: str | Pat
                 out.skipped.append(prob)
                 continue
             where = f"{qfile}#{i}"
-            if not isinstance(rec, dict):
-                out.skipped.append((where, "not a JSON object"))
-                continue
-            missing = [k for k in ("table_id", "question", "sql") if k not in rec]
-            if missing:
-                out.skipped.append((where, f"missing field {', '.join(missing)}"))
+            if why := record_problem(rec, ("table_id", "question", "sql")):
+                out.skipped.append((where, why))
                 continue
             tid = str(rec["table_id"])
             if tid not in tables:

@@ -94,7 +94,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str, *, split: str = "
                         limit: int | None = None, output: str | Path | None = None,
                         pick_valid: bool = True, batch_size: int | None = None, config: str | Path | None = None):
     from ..data.prepare import prepare_data
-    from .execution import valid_sql
+    from ..sql.execution import valid_sql
     from .metrics import score_examples
 
     model, cfg, tok = load_checkpoint_model(checkpoint, config)

@@ -37,11 +37,11 @@ import functools
 import hashlib
 from dataclasses import dataclass, field
 
-import sqlglot
 from sqlglot import exp
 
 from ..data.schema import Schema
 from ..errors import DataError
+from ..sql.parse import SQLParseError, parse_tree
 
 AGG_OPS = ("none", "max", "min", "count", "sum", "avg")
 WHERE_OPS = ("not", "between", "=", ">", "<", ">=", "<=", "!=", "in", "like", "is", "exists")
@@ -53,10 +53,6 @@ _AGG_CLASSES = {exp.Max: 1, exp.Min: 2, exp.Count: 3, exp.Sum: 4, exp.Avg: 5}
 _UNIT_CLASSES = {exp.Sub: 1, exp.Add: 2, exp.Mul: 3, exp.Div: 4}
 _CMP_CLASSES = {exp.EQ: "=", exp.GT: ">", exp.LT: "<", exp.GTE: ">=", exp.LTE: "<=", exp.NEQ: "!="}
 _FLIP = {"=": "=", "!=": "!=", ">": "<", "<": ">", ">=": "<=", "<=": ">="}
-
-
-class SQLParseError(ValueError):
-    """The query cannot be mapped onto Spider's component structure."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -458,17 +454,8 @@ def _num(text: str) -> float:
 @functools.lru_cache(maxsize=65536)
 def _parse_cached(sql: str, db_id: str, fingerprint: str):
     ix = _BY_KEY[(db_id, fingerprint)]
-    try:
-        trees = sqlglot.parse(sql, read="sqlite")
-    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError) as e:
-        return SQLParseError(f"syntax: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-    except Exception as e:  # sqlglot may raise odd errors on garbage input
-        return SQLParseError(f"syntax: {type(e).__name__}")
-    trees = [t for t in trees if t is not None]
-    if len(trees) != 1:
-        return SQLParseError("expected exactly one statement")
-    try:
-        return _Converter(ix).query(trees[0], None)
+    try:   # the shared sqlglot tree (read only), then Spider's structure of it
+        return _Converter(ix).query(parse_tree(sql), None)
     except SQLParseError as e:
         return e
     except RecursionError:

@@ -10,7 +10,7 @@ import pandas as pd
 from ..data.schema import Schema
 from ..errors import DataError
 from .exact_match import HARDNESS_LEVELS, exact_match, hardness
-from .execution import execution_match, valid_sql
+from ..sql.execution import execution_match, valid_sql
 
 SUMMARY_COLUMNS = ["count", "exact_match", "exact_match_ci", "valid_sql", "execution", "execution_count"]
 

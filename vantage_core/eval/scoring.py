@@ -14,7 +14,7 @@ def quick_scores(examples: list[Example], preds: list[str], schemas: dict[str, S
     if not examples:
         return 0.0, 0.0
     from .exact_match import exact_match
-    from .execution import valid_sql
+    from ..sql.execution import valid_sql
     em = valid = 0
     for ex, pred in zip(examples, preds):
         schema = schemas[ex.db_id]

@@ -21,12 +21,20 @@ from collections import Counter
 from dataclasses import dataclass, field
 from itertools import permutations
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import quote
 
-import sqlglot
 from sqlglot import exp
 
-from ..data.schema import Schema
+from ..fileio import atomic_path
+from .parse import SQLParseError, parse_tree
+
+
+class SchemaLike(Protocol):
+    """What the sandbox needs of a schema (data.schema.Schema): its name and CREATE statements."""
+    db_id: str
+
+    def create_statements(self) -> list[str]: ...
 
 _ALLOWED_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
                     sqlite3.SQLITE_RECURSIVE}
@@ -151,38 +159,47 @@ def schema_db_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"vantage-schema-dbs-{uid}"
 
 
-_SCHEMA_DBS: dict[int, tuple[Schema, Path]] = {}
+_SCHEMA_DBS: dict[int, tuple[SchemaLike, Path]] = {}
 
 
-def schema_db(schema: Schema) -> Path:
+def write_schema_db(statements: list[str], path: str | Path) -> Path:
+    """Write a schema-only (empty) SQLite database from CREATE statements (atomically)."""
+    with atomic_path(path) as tmp:
+        con = sqlite3.connect(tmp)
+        try:
+            for s in statements:
+                try:
+                    con.execute(s)
+                except sqlite3.DatabaseError:
+                    pass  # duplicate/odd names in some schemas: keep going with what we can build
+            con.commit()
+        finally:
+            con.close()
+    return Path(path)
+
+
+def schema_db(schema: SchemaLike) -> Path:
     """Path of a schema-only SQLite database for `schema` (built once, cached on disk)."""
     hit = _SCHEMA_DBS.get(id(schema))
     if hit is not None and hit[0] is schema and hit[1].is_file():
         return hit[1]
-    digest = hashlib.sha1("\n".join(schema.create_statements()).encode()).hexdigest()[:12]
+    statements = schema.create_statements()
+    digest = hashlib.sha1("\n".join(statements).encode()).hexdigest()[:12]
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in schema.db_id)
     path = schema_db_dir() / f"{safe}-{digest}.sqlite"
-    if not path.is_file():
-        # build under a private name, then rename: concurrent builders never see a partial file
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.{time.monotonic_ns()}.sqlite")
-        try:
-            schema.to_sqlite(tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+    if not path.is_file():  # concurrent builders never see a partial file
+        write_schema_db(statements, path)
     _SCHEMA_DBS[id(schema)] = (schema, path)
     return path
 
 
 def _syntax_check(sql: str) -> str | None:
     try:
-        trees = [t for t in sqlglot.parse(sql, read="sqlite") if t is not None]
-    except Exception as e:  # ParseError, TokenError, odd internal errors on garbage
-        return "syntax: " + (" ".join(str(e).split())[:200] or type(e).__name__)
-    if len(trees) != 1:
-        return "expected exactly one statement"
-    if not isinstance(trees[0], exp.Query):
-        return f"not a query ({trees[0].key.upper()})"
+        tree = parse_tree(sql)
+    except SQLParseError as e:
+        return str(e)
+    if not isinstance(tree, exp.Query):
+        return f"not a query ({tree.key.upper()})"
     return None
 
 
@@ -197,7 +214,7 @@ def _valid_cached(sql: str, db_file: str) -> tuple[bool, str]:
     return True, "ok"
 
 
-def valid_sql(sql: str, db: str | Path | Schema | None, schema: Schema | None = None) -> tuple[bool, str]:
+def valid_sql(sql: str, db: str | Path | SchemaLike | None, schema: SchemaLike | None = None) -> tuple[bool, str]:
     """(valid, reason): parses with sqlglot and compiles (SQLite EXPLAIN) against the schema.
 
     `db` is a SQLite file or a Schema; when the file is absent the schema-only database
@@ -205,7 +222,7 @@ def valid_sql(sql: str, db: str | Path | Schema | None, schema: Schema | None = 
     """
     if not isinstance(sql, str) or not sql.strip():
         return False, "empty query"
-    if isinstance(db, Schema):
+    if hasattr(db, "create_statements"):  # a Schema
         schema, db = db, None
     path = Path(db) if db else None
     if path is None or not path.is_file():
@@ -224,8 +241,8 @@ def valid_sql(sql: str, db: str | Path | Schema | None, schema: Schema | None = 
 def has_order_by(sql: str) -> bool:
     """Whether the outermost query is ordered (then results are compared as lists)."""
     try:
-        tree = sqlglot.parse_one(sql, read="sqlite")
-    except Exception:
+        tree = parse_tree(sql)
+    except SQLParseError:
         return " order by " in " ".join(sql.lower().split())
     while isinstance(tree, exp.Subquery):
         tree = tree.this
