@@ -108,10 +108,11 @@ def prepare_mix(cfg) -> str:
     parts = [p.strip() for p in d.source.split("+") if p.strip()]
     resolved = []
     for part in parts:
-        if part == "synthetic":
+        kind, path = parse_source(part)
+        if kind == "synthetic":
             resolved.append(("synthetic", None))
-        elif part.startswith("spider:"):
-            path = Path(part.split(":", 1)[1]).expanduser().resolve()
+        elif kind == "spider":
+            path = path.resolve()
             if not (path / "tables.json").is_file():
                 raise DataError(f"data source '{d.source}': {path} is not a Spider folder (no tables.json)")
             resolved.append(("spider", path))
