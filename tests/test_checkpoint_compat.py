@@ -13,9 +13,9 @@ import pytest
 from vantage_core.data.prepare import Encoded
 from vantage_core.data.tokenizer import SQLTokenizer
 from vantage_core.eval.evaluate import load_checkpoint_model
-from vantage_core.export import export_checkpoint
-from vantage_core.train.checkpoint import load_checkpoint_config, load_state, load_weights
-from vantage_core.train.trainer import build_model, train
+from vantage_core.model import build_model
+from vantage_core.train.trainer import train
+from vantage_core.weights import export_checkpoint, load_checkpoint_config, load_state, load_weights
 
 FIX = Path(__file__).parent / "fixtures" / "pre_redesign"
 EXPECTED = json.loads((FIX / "expected.json").read_text())

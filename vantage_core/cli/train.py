@@ -129,11 +129,14 @@ def _main(argv) -> int:
         check_fits(cfg)   # weights + AdamW alone exceed the device: refuse now, before loading data
     check_data_dir(cfg.data.source)
 
+    # Imported here, not at the top: --help, --dry-run and argument errors stay fast (no MLX).
     from ..data.prepare import prepare_data
     from ..data.tokenizer import SQLTokenizer
+    from ..eval.evaluate import evaluate
+    from ..sources import find_checkpoint
     from ..train import callbacks as C
-    from ..train.checkpoint import find_checkpoint, load_state
     from ..train.trainer import train
+    from ..weights import load_state
 
     tokenizer = None
     start_step = 0
@@ -160,7 +163,7 @@ def _main(argv) -> int:
     if args.progress:
         cbs.append(C.ProgressBar(cfg.training.num_train_steps, start_step=start_step))
     # The full check, at the data's longest padded batch (not max_seq_length), before any step.
-    result = train(cfg, data, cbs, output_dir=out, resume_from=args.resume_from_checkpoint,
+    result = train(cfg, data, cbs, evaluate=evaluate, output_dir=out, resume_from=args.resume_from_checkpoint,
                    check_memory=args.memory_check)
     if result.status != "completed":
         print(f"error: {result.error}", file=sys.stderr)
