@@ -14,6 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ..config import load_config, parse_overrides
 from ..errors import DataError, run_cli
 
 log = logging.getLogger("vantage.train")
@@ -61,8 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve(args):
-    from ..config import load_config, parse_overrides
-
     over = parse_overrides(args.overrides)
     if args.seed is not None:
         over.setdefault("training", {})["seed"] = args.seed
