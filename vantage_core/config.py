@@ -10,6 +10,7 @@ key path (`config_from_dict` prefixes the file to the section's own message).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.resources
 import math
 import types
@@ -52,13 +53,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     what = "an integer" if tp is int else "a number"
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise InvalidValue(key, f"expected {what}, got {value!r}")
+    if tp is int and isinstance(value, int):
+        return value
     try:   # PyYAML (YAML 1.1) reads 3e-4 as a string; accept scientific notation
         v = float(value)
     except ValueError:
         raise InvalidValue(key, f"expected {what}, got {value!r}") from None
     if tp is int:
-        if isinstance(value, int):
-            return value
         if not v.is_integer():
             raise InvalidValue(key, f"expected an integer, got {value!r}")
         return int(v)
@@ -67,15 +68,20 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return v
 
 
+@functools.cache
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
 class _Section:
     """Coerces every field to its annotated type, then runs the section's `check`."""
 
     section: ClassVar[str]
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, _coerce(getattr(self, f.name), hints[f.name], f"{self.section}.{f.name}"))
+        for name, tp in _field_types(type(self)).items():
+            setattr(self, name, _coerce(getattr(self, name), tp, f"{self.section}.{name}"))
         self.check()
 
     def check(self) -> None:
@@ -284,9 +290,14 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
-        if self.training.max_seq_length > self.model.max_position_embeddings:
-            raise InvalidValue("training.max_seq_length", f"{self.training.max_seq_length} exceeds "
-                               f"model.max_position_embeddings={self.model.max_position_embeddings}")
+        self.check_across(self.model, self.training)
+
+    @staticmethod
+    def check_across(model: ModelConfig, training: TrainingConfig) -> None:
+        """What spans sections."""
+        if training.max_seq_length > model.max_position_embeddings:
+            raise InvalidValue("training.max_seq_length", f"{training.max_seq_length} exceeds "
+                               f"model.max_position_embeddings={model.max_position_embeddings}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -324,16 +335,22 @@ def config_from_dict(data: dict[str, Any] | None, source: str = "<dict>") -> Con
                 raise
             except VantageError as e:
                 raise ConfigError(f"{source}: model.init_from: {e}") from None
-    for name, cls in SECTIONS.items():
-        values = data.get(name) or {}
-        if not isinstance(values, dict):
-            raise ConfigError(f"{source}: '{name}' must be a mapping, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in values:
-            if key not in known:
-                raise ConfigError(f"{source}: unknown key '{name}.{key}'")
     try:
-        return Config(**{name: cls(**(data.get(name) or {})) for name, cls in SECTIONS.items()})
+        given = {}
+        for name, cls in SECTIONS.items():   # unknown keys and types first, in the file's order
+            values = data.get(name) or {}
+            if not isinstance(values, dict):
+                raise ConfigError(f"{source}: '{name}' must be a mapping, got {type(values).__name__}")
+            types_ = _field_types(cls)
+            for key, value in values.items():
+                if key not in types_:
+                    raise ConfigError(f"{source}: unknown key '{name}.{key}'")
+                given.setdefault(name, {})[key] = _coerce(value, types_[key], f"{name}.{key}")
+        # then each section's checks, in this order
+        model, training = ModelConfig(**given.get("model", {})), TrainingConfig(**given.get("training", {}))
+        Config.check_across(model, training)
+        return Config(model=model, training=training, data=DataConfig(**given.get("data", {})),
+                      eval=EvalConfig(**given.get("eval", {})))
     except InvalidValue as e:
         raise ConfigError(f"{source}: {e.key}: {e.msg}") from None
 

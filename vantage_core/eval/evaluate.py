@@ -23,6 +23,7 @@ from ..config import Config, load_config  # noqa: E402
 from ..data.prepare import PreparedData, prepare_data  # noqa: E402
 from ..data.tokenizer import SQLTokenizer  # noqa: E402
 from ..errors import CheckpointError, DataError  # noqa: E402
+from ..fileio import atomic_write  # noqa: E402
 from ..model import build_model  # noqa: E402
 from ..sources import find_checkpoint, is_dense_source  # noqa: E402
 from ..train import metrics as M  # noqa: E402
@@ -157,13 +158,11 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str, *, split: str = "
     if output:
         out = Path(output)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for e, v, cs in zip(examples, verdicts, gen.candidates):
-                f.write(json.dumps({"id": e.id, "question": e.question, "db_id": e.db_id, "gold": e.query,
-                                    "prediction": v["pred"], "candidates": cs,
-                                    **{k: v[k] for k in ("exact_match", "valid_sql", "execution_match", "hardness")}},
-                                   ensure_ascii=False) + "\n")
-        tmp.replace(out)
+        atomic_write(out, "".join(
+            json.dumps({"id": e.id, "question": e.question, "db_id": e.db_id, "gold": e.query,
+                        "prediction": v["pred"], "candidates": cs,
+                        **{k: v[k] for k in ("exact_match", "valid_sql", "execution_match", "hardness")}},
+                       ensure_ascii=False) + "\n"
+            for e, v, cs in zip(examples, verdicts, gen.candidates)), what="predictions")
     return {"summary": summary, "verdicts": verdicts, "no_valid_candidate": gen.no_valid_candidate,
             "examples": len(examples), "seconds": gen.seconds}

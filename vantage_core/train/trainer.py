@@ -398,7 +398,7 @@ def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
     callbacks = list(callbacks)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(cfg.to_yaml())
+        atomic_write(out / "config.yaml", cfg.to_yaml(), what="resolved config")
         if not any(isinstance(cb, JSONLSink) for cb in callbacks):
             callbacks.append(JSONLSink(out / "metrics.jsonl"))
         _write_status(out, "running")
