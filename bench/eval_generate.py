@@ -27,6 +27,7 @@ from vantage_core.data.prepare import prepare_data
 from vantage_core.eval.evaluate import generate_sql, load_checkpoint_model
 from vantage_core.sql.execution import valid_sql
 from vantage_core.eval.metrics import score_examples
+from vantage_core.eval.evaluate import evaluate
 from vantage_core.train.trainer import train
 
 import mlx.core as mx  # noqa: E402
@@ -44,14 +45,14 @@ def _model_and_data(a):
     cfg = load_config(a.config, overrides)
     data = prepare_data(cfg)
     if a.random_init:
-        from vantage_core.train.trainer import build_model
+        from vantage_core.model import build_model
         mx.random.seed(0)
         model = build_model(cfg)
         mx.eval(model.parameters())
         model.eval()
         return model, cfg, data.tokenizer, data
     with tempfile.TemporaryDirectory() as d:
-        train(cfg, data, [], output_dir=d)
+        train(cfg, data, [], evaluate=evaluate, output_dir=d)
         model, cfg, tok = load_checkpoint_model(f"{d}/checkpoint-latest")
     return model, cfg, tok, data
 
@@ -134,7 +135,7 @@ def main():
                                "data": {"max_eval_examples": 16}})
     data = prepare_data(cfg)
     with tempfile.TemporaryDirectory() as d:
-        train(cfg, data, [], output_dir=d)
+        train(cfg, data, [], evaluate=evaluate, output_dir=d)
         model, cfg, tok = load_checkpoint_model(f"{d}/checkpoint-latest")
     ex = data.valid[: a.examples]
     prompts = [e.ids[: e.sql_start] for e in data.valid_encoded[: a.examples]]

@@ -3,7 +3,9 @@ import time, traceback
 import mlx.core as mx
 from vantage_core.config import load_config
 from vantage_core.data.prepare import prepare_data
-from vantage_core.train.trainer import build_model, evaluate, train
+from vantage_core.eval.evaluate import evaluate
+from vantage_core.model import build_model
+from vantage_core.train.trainer import train
 from vantage_core.eval.generate import generate_greedy
 
 def step(name, fn):
@@ -30,6 +32,6 @@ step("evaluate", lambda: {k: v for k, v in evaluate(model, cfg, data).items() if
 class P_:
     def on_train_report(self, r): print("  step", r["step"], "loss %.3f" % r["train/loss"], "tok/s %.0f" % r["train/tokens_per_sec"], "peak %.1f GiB" % (r["system/peak_memory_bytes"] / 2**30), flush=True)
     def on_eval_report(self, r): print("  eval", r, flush=True)
-step("train 60 + eval", lambda: train(cfg, data, [P_()]).status)
+step("train 60 + eval", lambda: train(cfg, data, [P_()], evaluate=evaluate).status)
 cfg2 = cfg.replace(training={"compile": False})
-step("train 60 no compile", lambda: train(cfg2, data, [P_()]).status)
+step("train 60 no compile", lambda: train(cfg2, data, [P_()], evaluate=evaluate).status)

@@ -5,6 +5,7 @@ from vantage_core.config import load_config
 from vantage_core.data.prepare import prepare_data
 from vantage_core.eval.evaluate import generate_sql
 from vantage_core.eval.scoring import quick_scores
+from vantage_core.eval.evaluate import evaluate
 from vantage_core.train.trainer import train
 
 steps = int(sys.argv[1]) if len(sys.argv) > 1 else 1500
@@ -21,7 +22,7 @@ class P:
         print("eval", {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}, flush=True)
 
 t = time.time()
-res = train(cfg, data, [P()], output_dir="/tmp/evrun")
+res = train(cfg, data, [P()], evaluate=evaluate, output_dir="/tmp/evrun")
 print("train time %.0fs status %s" % (time.time() - t, res.status), flush=True)
 from vantage_core.eval.evaluate import load_checkpoint_model
 model, _, tok = load_checkpoint_model("/tmp/evrun/checkpoint-latest")

@@ -200,7 +200,7 @@ def make_mlx_lm(sh, init_params, tokens, *, k, compiled=True, name="mlx-lm"):
 
 class TorchSystem:
     """HF transformers `MixtralForCausalLM` loaded from Vantage's initial weights (an HF
-    folder written by vantage_core.export), AdamW (fused on CUDA), optionally torch.compile'd
+    folder written by vantage_core.weights), AdamW (fused on CUDA), optionally torch.compile'd
     (model forward + cross entropy in one compiled function), one `experts_implementation`."""
     kind = "torch"
 
@@ -275,7 +275,7 @@ class TorchSystem:
 def write_hf_folder(params: list, sh: dict, k: int, folder: str) -> str:
     """Vantage's initial weights as an HF Mixtral folder (what vantage-export writes), so the
     torch systems start from the same weights and therefore the same routing."""
-    from vantage_core.export import hf_config, hf_weights
+    from vantage_core.weights import hf_config, hf_weights
     import json
     cfg = vantage_config(sh, k=k, impl="capacity", capacity=0.0)
     os.makedirs(folder, exist_ok=True)

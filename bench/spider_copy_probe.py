@@ -47,7 +47,8 @@ def main(argv=None) -> int:
     from vantage_core.data.prepare import prepare_data
     from vantage_core.eval.evaluate import load_checkpoint_model
     from vantage_core.eval.scoring import table_name_sources
-    from vantage_core.train.trainer import evaluate, train
+    from vantage_core.eval.evaluate import evaluate
+    from vantage_core.train.trainer import train
 
     rows = []
     for name in a.recipes.split(","):
@@ -57,7 +58,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         data = prepare_data(cfg)
         with tempfile.TemporaryDirectory() as tmp:
-            res = train(cfg, data, [], output_dir=tmp)
+            res = train(cfg, data, [], evaluate=evaluate, output_dir=tmp)
             model, _cfg, _tok = load_checkpoint_model(f"{tmp}/checkpoint-latest")
             ev = evaluate(model, cfg, data, step=a.steps)
         src = table_name_sources(ev["predictions"], [e.db_id for e in data.eval_examples], data.schemas,

@@ -94,6 +94,7 @@ def record_result(trial, result) -> None:
 
 def run_trial(trial: optuna.Trial, spec: TrialSpec, data=None) -> float | tuple[float, ...]:
     """Objective body shared by every runner."""
+    from vantage_core.eval.evaluate import evaluate
     from vantage_core.train.trainer import train
 
     data = data if data is not None else spec.data
@@ -115,7 +116,7 @@ def run_trial(trial: optuna.Trial, spec: TrialSpec, data=None) -> float | tuple[
     t0 = time.perf_counter()
     log.info("trial %d: %s", trial.number, trial.params)
     try:
-        result = train(cfg, data, sinks, output_dir=out)
+        result = train(cfg, data, sinks, evaluate=evaluate, output_dir=out)
     except optuna.TrialPruned:
         trial.set_user_attr("wall_time_s", time.perf_counter() - t0)
         if cb.history:

@@ -73,10 +73,11 @@ def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTr
 
 
 def _train_once(cfg, data, out: Path | None) -> dict[str, Any]:
+    from vantage_core.eval.evaluate import evaluate
     from vantage_core.eval.metrics import proportion_ci
     from vantage_core.train.trainer import train
 
-    result = train(cfg, data, [], output_dir=out)
+    result = train(cfg, data, [], evaluate=evaluate, output_dir=out)
     if result.status != "completed":
         raise VantageError(f"training failed: {result.error or result.status}")
     n = result.eval_history[-1].get("eval/num_examples", 0) if result.eval_history else 0

@@ -11,8 +11,9 @@ import pytest
 from test_trainer_common import tiny_cfg, tiny_data
 from vantage_core.cli.export import main as export_main
 from vantage_core.model import MoETransformer
-from vantage_core.train.checkpoint import load_weights
+from vantage_core.eval.evaluate import evaluate
 from vantage_core.train.trainer import train
+from vantage_core.weights import load_weights
 
 TOL = 1e-4
 
@@ -21,7 +22,7 @@ TOL = 1e-4
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     cfg = tiny_cfg(training={"num_train_steps": 3, "eval_steps": 3})
-    r = train(cfg, tiny_data(), [], output_dir=root / "run")
+    r = train(cfg, tiny_data(), [], evaluate=evaluate, output_dir=root / "run")
     assert r.status == "completed"
     assert export_main([str(root / "run" / "checkpoint-latest"), str(root / "hf")]) == 0
     model = MoETransformer(cfg.model)

@@ -8,6 +8,7 @@ import pytest
 from vantage_core.config import load_config
 from vantage_core.data.prepare import prepare_data
 from vantage_core.eval.generate import generate_beam, generate_beam_batched, generate_greedy
+from vantage_core.eval.evaluate import evaluate
 from vantage_core.train.trainer import train
 
 pytestmark = pytest.mark.integration
@@ -19,7 +20,7 @@ def trained(tmp_path_factory):
     cfg = load_config("tiny", {"training": {"num_train_steps": 60, "eval_steps": 60, "warmup_steps": 4},
                                "data": {"max_eval_examples": 12}, "eval": {"max_new_tokens": 40}})
     data = prepare_data(cfg)
-    r = train(cfg, data, [], output_dir=out)
+    r = train(cfg, data, [], evaluate=evaluate, output_dir=out)
     from vantage_core.eval.evaluate import load_checkpoint_model
     model, cfg2, tok = load_checkpoint_model(out / "checkpoint-latest")
     return out, model, tok, data

@@ -114,8 +114,8 @@ def assert_checkpoints_intact(root: Path) -> list[Path]:
     import mlx.core as mx
 
     from vantage_core.data.tokenizer import SQLTokenizer
-    from vantage_core.train.checkpoint import load_checkpoint_config, load_state, load_weights
-    from vantage_core.train.trainer import build_model
+    from vantage_core.model import build_model
+    from vantage_core.weights import load_checkpoint_config, load_state, load_weights
 
     finals = sorted(p for p in root.rglob("checkpoint-*") if p.is_dir())
     for ck in finals:

@@ -41,7 +41,7 @@ def _arm_kill_in_save(nth: int, point: str) -> None:
 
     import mlx.core as mx
 
-    from vantage_core.train import checkpoint as ck
+    from vantage_core import weights as ck
 
     state = {"saves": 0}
     real_save, real_rename, real_rmtree = mx.save_safetensors, pathlib.Path.rename, ck.shutil.rmtree
@@ -152,9 +152,9 @@ import mlx.core as mx
 from mlx.utils import tree_flatten, tree_map
 from vantage_core.config import load_config
 from vantage_core.data.tokenizer import SQLTokenizer
-from vantage_core.train.checkpoint import save_checkpoint
+from vantage_core.weights import save_checkpoint
 from vantage_core.train.optim import make_optimizer
-from vantage_core.train.trainer import build_model
+from vantage_core.model import build_model
 import test_hardening_faults as F
 
 ck, point = sys.argv[1], sys.argv[2]
@@ -182,8 +182,9 @@ def test_sigkill_at_every_point_of_a_checkpoint_save(tmp_path, point):
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
-    from vantage_core.train.checkpoint import find_checkpoint, load_checkpoint_config, load_state, load_weights
-    from vantage_core.train.trainer import build_model
+    from vantage_core.model import build_model
+    from vantage_core.sources import find_checkpoint
+    from vantage_core.weights import load_checkpoint_config, load_state, load_weights
 
     ck = tmp_path / "run" / "checkpoint-latest"
     ck.parent.mkdir()

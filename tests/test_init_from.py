@@ -14,8 +14,9 @@ from vantage_core.cli.export import main as export_main
 from vantage_core.data.prepare import init_tokenizer, prepare_data
 from vantage_core.errors import CheckpointError, DataError
 from vantage_core.model import MoETransformer
-from vantage_core.train.checkpoint import load_weights
+from vantage_core.eval.evaluate import evaluate
 from vantage_core.train.trainer import train
+from vantage_core.weights import load_weights
 
 # The tiny model in Hugging Face terms (tests/test_trainer_common.py: configs/tiny_model.yaml).
 TINY_HF = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -29,7 +30,7 @@ def stage1(tmp_path_factory):
     """A short first-stage run and its Hugging Face export."""
     root = tmp_path_factory.mktemp("init_from")
     cfg = tiny_cfg(training={"num_train_steps": 4, "eval_steps": 2, "save_steps": 2})
-    r = train(cfg, tiny_data(), [], output_dir=root / "a")
+    r = train(cfg, tiny_data(), [], evaluate=evaluate, output_dir=root / "a")
     assert r.status == "completed"
     assert export_main([str(root / "a" / "checkpoint-latest"), str(root / "hf")]) == 0
     return root
@@ -64,7 +65,7 @@ def test_init_from_uses_the_sources_tokenizer(stage1):
     # ...and train() refuses data encoded with another tokenizer.
     with pytest.raises(CheckpointError, match="tokenizer.json differs"):
         train(tiny_cfg(data=other, training={"num_train_steps": 1}, model={"init_from": str(stage1 / "hf")}),
-              fresh, [])
+              fresh, [], evaluate=evaluate)
 
 
 def test_multi_stage_run_starts_from_the_weights_only(stage1, tmp_path):
@@ -76,7 +77,7 @@ def test_multi_stage_run_starts_from_the_weights_only(stage1, tmp_path):
     for name, init in (("latest", "a/checkpoint-latest"), ("hf", "hf"), ("best", "a/checkpoint-best"),
                        ("scratch", None)):
         model = {"init_from": str(stage1 / init)} if init else {}
-        r = train(tiny_cfg(training=stage2, model=model), tiny_data(), [], output_dir=tmp_path / name)
+        r = train(tiny_cfg(training=stage2, model=model), tiny_data(), [], evaluate=evaluate, output_dir=tmp_path / name)
         assert r.status == "completed", r.error
         assert [h["step"] for h in r.train_history] == [1, 2, 3]
         state = json.loads((tmp_path / name / "checkpoint-latest" / "trainer_state.json").read_text())
@@ -145,7 +146,7 @@ def test_foreign_tokenizer_gets_the_prompt_tokens(tmp_path):
 def test_architecture_mismatch_is_one_clear_error(stage1, key, value, hf_key):
     cfg = tiny_cfg(training={"num_train_steps": 1}, model={key: value, "init_from": str(stage1 / "hf")})
     with pytest.raises(CheckpointError) as e:
-        train(cfg, tiny_data(), [], check_memory=False)
+        train(cfg, tiny_data(), [], evaluate=evaluate, check_memory=False)
     msg = str(e.value)
     assert "config.json" in msg and f"{hf_key} is " in msg and f"model.{key} is {value}" in msg
     assert "\n" not in msg
@@ -159,7 +160,7 @@ def test_non_mixtral_folder_is_refused(stage1, tmp_path):
     (tmp_path / "hf" / "config.json").write_text(json.dumps(c))
     with pytest.raises(CheckpointError, match="model_type is .gpt_neox."):
         train(tiny_cfg(training={"num_train_steps": 1}, model={"init_from": str(tmp_path / "hf")}),
-              tiny_data(), [], check_memory=False)
+              tiny_data(), [], evaluate=evaluate, check_memory=False)
 
 
 def test_sharded_folder_reads_only_the_indexed_shards_and_names_a_broken_one(tmp_path):

@@ -10,7 +10,9 @@ from vantage_core.config import load_config
 from vantage_core.data.prepare import prepare_data
 from vantage_core.eval.exact_match import exact_match
 from vantage_core.train import metrics as M
-from vantage_core.train.trainer import build_model, evaluate, train
+from vantage_core.eval.evaluate import evaluate
+from vantage_core.model import build_model
+from vantage_core.train.trainer import train
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +28,7 @@ def test_tiny_model_beats_untrained_and_constant_baselines(tmp_path):
     constant = sum(exact_match(e.query, most_common, data.schemas[e.db_id])
                    for e in data.eval_examples) / len(data.eval_examples)
 
-    result = train(cfg, data, [], output_dir=tmp_path)
+    result = train(cfg, data, [], evaluate=evaluate, output_dir=tmp_path)
     assert result.status == "completed"
     trained = result.best_exact_match
     print(f"exact match: trained {trained:.3f}, untrained {untrained:.3f}, constant {constant:.3f}")

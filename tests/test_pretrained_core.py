@@ -13,8 +13,9 @@ import pytest
 from vantage_core.config import config_from_dict
 from vantage_core.errors import CheckpointError, ConfigError
 from vantage_core.model import MoETransformer
-from vantage_core.model import pretrained as P
-from vantage_core.train.checkpoint import load_weights
+from vantage_core import sources as P
+from vantage_core import weights as W
+from vantage_core.weights import load_weights
 
 torch = pytest.importorskip("torch")
 
@@ -145,7 +146,7 @@ def test_unpermute_inverts_llama_cpp_permutation():
         w = rs.randn(n_head * hd, 12).astype(np.float32)
         permuted = w.reshape(n_head, 2, hd // 2, 12).swapaxes(1, 2).reshape(w.shape)   # convert_hf_to_gguf
         assert not np.array_equal(permuted, w)
-        assert np.array_equal(np.array(P.unpermute_qk(mx.array(permuted), n_head)), w)
+        assert np.array_equal(np.array(W.unpermute_qk(mx.array(permuted), n_head)), w)
 
 
 def test_bad_sources_are_one_line_errors(tmp_path, llama, monkeypatch):

@@ -164,14 +164,15 @@ def test_upcycled_run_checkpoints_and_exports_with_the_chat_template(tiny_llama,
 
     from vantage_core.data.prepare import prepare_data
     from vantage_core.eval.evaluate import load_checkpoint_model
-    from vantage_core.export import export_checkpoint
+    from vantage_core.eval.evaluate import evaluate
     from vantage_core.train.trainer import train
+    from vantage_core.weights import export_checkpoint
 
     cfg = _synthetic_cfg(tiny_llama)
     assert (cfg.model.hidden_size, cfg.model.intermediate_size, cfg.model.tie_word_embeddings) == (32, 64, True)
     data = prepare_data(cfg)
     assert data.tokenizer.is_chat and data.tokenizer.vocab_size == 49152
-    r = train(cfg, data, [], output_dir=tmp_path / "run", check_memory=False)
+    r = train(cfg, data, [], evaluate=evaluate, output_dir=tmp_path / "run", check_memory=False)
     assert r.status == "completed" and r.steps == 3
     preds = [json.loads(x) for x in (tmp_path / "run" / "predictions-step3.jsonl").read_text().splitlines()]
     assert [p["id"] for p in preds] == [e.id for e in data.eval_examples]

@@ -26,8 +26,9 @@ import gguf_fixtures as G
 from vantage_core.config import config_from_dict, load_config
 from vantage_core.errors import CheckpointError, ConfigError
 from vantage_core.model import MoETransformer
-from vantage_core.model import pretrained as P
-from vantage_core.train.checkpoint import load_weights
+from vantage_core import sources as P
+from vantage_core import weights as W
+from vantage_core.weights import load_weights
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("gguf")
@@ -108,7 +109,7 @@ def test_architecture_reads_the_gguf_metadata(ggufs, qtype, tied):
 @pytest.mark.parametrize("qtype,tied", CASES)
 def test_load_dense_gives_the_stored_weights_in_hf_order(ggufs, qtype, tied):
     path, stored = ggufs[qtype, tied]
-    got = P.load_dense(path)
+    got = W.load_dense(path)
     assert got.keys() == stored.keys()
     assert ("lm_head.weight" in got) != tied
     for k, v in got.items():
@@ -383,6 +384,7 @@ def test_training_from_an_upcycled_gguf_lowers_the_loss(tmp_path):
     """A few steps from the tiny GGUF upcycled to 4 experts, on synthetic data encoded with the
     GGUF's own tokenizer (prepare_data does that for a dense init_from)."""
     from vantage_core.data.prepare import prepare_data
+    from vantage_core.eval.evaluate import evaluate
     from vantage_core.train.trainer import train
     src = tmp_path / "src.gguf"
     G.write_tiny_llama(src, "Q8_0", tied=True)
@@ -400,7 +402,7 @@ def test_training_from_an_upcycled_gguf_lowers_the_loss(tmp_path):
     data = prepare_data(cfg)
     assert data.tokenizer.is_chat and data.tokenizer.vocab_size == len(G.vocab()[0])
     assert data.train and all(max(e.ids) < cfg.model.vocab_size for e in data.train)
-    r = train(cfg, data, [], output_dir=tmp_path / "run", check_memory=False)
+    r = train(cfg, data, [], evaluate=evaluate, output_dir=tmp_path / "run", check_memory=False)
     assert r.status == "completed" and r.steps == 8, r.error
     loss = [h["train/loss"] for h in r.train_history]
     assert len(loss) == 8 and np.isfinite(loss).all()
@@ -417,7 +419,7 @@ def _one_line(e, *parts):
     return msg
 
 
-@pytest.mark.parametrize("fn", [P.architecture, P.load_dense, P.tokenizer_parts])
+@pytest.mark.parametrize("fn", [P.architecture, W.load_dense, P.tokenizer_parts])
 def test_missing_gguf_is_a_one_line_error(tmp_path, fn):
     missing = tmp_path / "nope.gguf"
     with pytest.raises(CheckpointError) as e:
@@ -431,7 +433,7 @@ def test_missing_gguf_is_a_one_line_error(tmp_path, fn):
 def test_wrong_architecture_is_a_one_line_error(tmp_path):
     path = tmp_path / "gpt2.gguf"
     G.write_tiny_llama(path, "F32", arch="gpt2")
-    for fn in (P.architecture, P.load_dense):
+    for fn in (P.architecture, W.load_dense):
         with pytest.raises(CheckpointError) as e:
             fn(path)
         _one_line(e, path, "'gpt2'", "llama")
@@ -443,7 +445,7 @@ def test_truncated_gguf_is_a_one_line_error(f32, tmp_path, keep):
     path = tmp_path / f"cut-{keep}.gguf"
     data = src.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
-    for fn in (P.architecture, P.load_dense):
+    for fn in (P.architecture, W.load_dense):
         with pytest.raises(CheckpointError) as e:
             fn(path)
         msg = _one_line(e, path)
@@ -454,7 +456,7 @@ def test_truncated_gguf_is_a_one_line_error(f32, tmp_path, keep):
 def test_unsupported_tensor_type_is_a_one_line_error(tmp_path, bad):
     path = tmp_path / f"{bad}.gguf"
     G.write_tiny_llama(path, "Q8_0", tensor_types={"blk.1.ffn_up.weight": bad})
-    for fn in (P.architecture, P.load_dense):
+    for fn in (P.architecture, W.load_dense):
         with pytest.raises(CheckpointError) as e:
             fn(path)
         _one_line(e, path, bad, "blk.1.ffn_up.weight", "Q4_1")   # the type, the tensor, what is supported
@@ -506,4 +508,4 @@ def test_bf16_weights_beyond_float16_range_survive(tmp_path):
     stored = G.write_tiny_llama(path, "BF16", tensor_types={"blk.0.ffn_norm.weight": "BF16"}, edit=big)
     k = "model.layers.0.post_attention_layernorm.weight"
     assert np.isfinite(stored[k]).all() and stored[k][0] > 9e4
-    np.testing.assert_allclose(np.array(P.load_dense(path)[k]), stored[k], rtol=1e-6)
+    np.testing.assert_allclose(np.array(W.load_dense(path)[k]), stored[k], rtol=1e-6)

@@ -92,7 +92,8 @@ def one_training_step(cfg) -> tuple[float, float]:
 
     from vantage_core.data.prepare import Encoded
     from vantage_core.train.optim import make_optimizer
-    from vantage_core.train.trainer import build_model, make_batch, make_train_step
+    from vantage_core.model import build_model
+    from vantage_core.train.trainer import make_batch, make_train_step
 
     t = cfg.training
     rng = np.random.RandomState(0)

@@ -33,7 +33,7 @@ def evals(curve):
 def fake_train(curve):
     """A stand-in for vantage_core.train.trainer.train: reports `curve` to the callbacks, then
     returns what the trainer would (best_exact_match = the best evaluation's EM)."""
-    def train(cfg, data, callbacks, output_dir=None):
+    def train(cfg, data, callbacks, evaluate=None, output_dir=None):
         reps = evals(curve)
         for r in reps:
             for cb in callbacks:

@@ -11,8 +11,9 @@ from mlx.utils import tree_flatten, tree_map
 from test_trainer_common import batch, max_abs_diff, tiny_cfg, tiny_data
 from vantage_core.model import MoETransformer
 from vantage_core.train.optim import lr_at
-from vantage_core.train.trainer import (build_model, compute_precision, loss_fn, make_batch,
-                                        make_train_step, value_and_grad_mp)
+from vantage_core.model import build_model
+from vantage_core.train.trainer import (compute_precision, loss_fn, make_batch, make_train_step,
+                                        value_and_grad_mp)
 from vantage_core.train.optim import make_optimizer
 
 

@@ -14,8 +14,9 @@ from mlx.utils import tree_flatten
 from test_trainer_common import batch, losses, tiny_cfg, tiny_data
 from vantage_core.model import MoETransformer, count_parameters
 from vantage_core.train.optim import lr_at, make_optimizer
-from vantage_core.train.trainer import (Batcher, build_model, make_batch, make_train_step, train,
-                                        value_and_grad_mp)
+from vantage_core.eval.evaluate import evaluate
+from vantage_core.model import build_model
+from vantage_core.train.trainer import Batcher, make_batch, make_train_step, train, value_and_grad_mp
 
 
 def _model(cfg, seed=0):
@@ -159,7 +160,7 @@ def test_num_experts_per_token_in_the_trainers_expert_report(k):
     _, _, idx = _first_step_reference(cfg)
     d = tiny_data()
     B, Lpad = make_batch([d.train[i] for i in idx], 384, d.tokenizer.pad_id)[0].shape
-    (h,) = train(cfg, d, []).train_history
+    (h,) = train(cfg, d, [], evaluate=evaluate).train_history
     # tokens_per_expert sums the 2 layers' assignments (padding included): k per token.
     assert sum(h["expert/tokens_per_expert"]) == 2 * B * Lpad * k
 
@@ -354,7 +355,7 @@ def _first_step_reference(cfg):
 
 def _run(tmp_path=None, **training):
     cfg = tiny_cfg(training={"eval_steps": 1000, **training})
-    r = train(cfg, tiny_data(), [], output_dir=tmp_path)
+    r = train(cfg, tiny_data(), [], evaluate=evaluate, output_dir=tmp_path)
     assert r.status == "completed", r.error
     return r
 
@@ -377,7 +378,7 @@ def test_same_seed_same_loss_curve(dropout):
     runs = []
     for s in (5, 5, 6):
         cfg = tiny_cfg(training={"seed": s, "num_train_steps": 3, "eval_steps": 1000}, model=cfg_model)
-        runs.append(train(cfg, tiny_data(), []).train_history)
+        runs.append(train(cfg, tiny_data(), [], evaluate=evaluate).train_history)
     a, b, c = (losses(h) for h in runs)
     np.testing.assert_array_equal(a, b)                       # bit-identical
     assert [h["train/grad_norm"] for h in runs[0]] == [h["train/grad_norm"] for h in runs[1]]
@@ -449,7 +450,7 @@ def every_step(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("every")
     cfg = tiny_cfg(training={"num_train_steps": 7, "logging_steps": 1, "eval_steps": 1, "save_steps": 1,
                              "save_total_limit": 10})
-    return tmp, train(cfg, tiny_data(), [], output_dir=tmp)
+    return tmp, train(cfg, tiny_data(), [], evaluate=evaluate, output_dir=tmp)
 
 
 @pytest.mark.parametrize("log,ev,save", [(3, 2, 3), (2, 5, 4)])
@@ -458,7 +459,7 @@ def test_logging_eval_and_save_steps(tmp_path, every_step, log, ev, save):
     N = 7
     cfg = tiny_cfg(training={"num_train_steps": N, "logging_steps": log, "eval_steps": ev, "save_steps": save,
                              "save_total_limit": 10})
-    r = train(cfg, tiny_data(), [], output_dir=tmp_path)
+    r = train(cfg, tiny_data(), [], evaluate=evaluate, output_dir=tmp_path)
     assert r.status == "completed"
     want_log = [s for s in range(1, N + 1) if s % log == 0 or s == N]
     want_eval = [s for s in range(1, N + 1) if s % ev == 0 or s == N]

@@ -10,6 +10,7 @@ import pytest
 
 from test_trainer_common import CHEAP_EVAL, SMALL_DATA, losses, tiny_cfg, tiny_data
 from vantage_core.cli.train import main as train_main
+from vantage_core.eval.evaluate import evaluate
 from vantage_core.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,10 +72,10 @@ def test_resume_continues_exactly(tmp_path):
     cfg = tiny_cfg(training={"num_train_steps": 16, "save_steps": 8, "eval_steps": 1000},
                    model={"hidden_dropout": 0.1, "expert_dropout": 0.1})
     data = tiny_data()
-    full = train(cfg, data, [], output_dir=tmp_path / "a")
+    full = train(cfg, data, [], evaluate=evaluate, output_dir=tmp_path / "a")
     assert full.status == "completed"
     # 'stop at 8': the checkpoint a run leaves behind at step 8 (save_steps=8).
-    resumed = train(cfg, data, [], output_dir=tmp_path / "b", resume_from=tmp_path / "a" / "checkpoint-8")
+    resumed = train(cfg, data, [], evaluate=evaluate, output_dir=tmp_path / "b", resume_from=tmp_path / "a" / "checkpoint-8")
     a = losses(full.train_history)
     b = losses(resumed.train_history)
     assert [h["step"] for h in resumed.train_history] == list(range(9, 17))
@@ -85,7 +86,7 @@ def test_resume_continues_exactly(tmp_path):
 
 def test_save_total_limit_deletes_oldest(tmp_path):
     cfg = tiny_cfg(training={"num_train_steps": 5, "save_steps": 1, "save_total_limit": 2, "eval_steps": 5})
-    r = train(cfg, tiny_data(), [], output_dir=tmp_path)
+    r = train(cfg, tiny_data(), [], evaluate=evaluate, output_dir=tmp_path)
     names = sorted(p.name for p in tmp_path.glob("checkpoint-*"))
     assert names == ["checkpoint-4", "checkpoint-5", "checkpoint-best", "checkpoint-latest"]
     assert r.best_checkpoint == str(tmp_path / "checkpoint-best")
@@ -94,7 +95,7 @@ def test_save_total_limit_deletes_oldest(tmp_path):
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     cfg = tiny_cfg(training={"num_train_steps": 10, "save_steps": 2, "learning_rate": 1e4, "warmup_steps": 0,
                              "max_grad_norm": 0.0})
-    r = train(cfg, tiny_data(), [], output_dir=tmp_path)
+    r = train(cfg, tiny_data(), [], evaluate=evaluate, output_dir=tmp_path)
     assert r.status == "diverged"
     assert "diverged at step" in r.error and "not finite" in r.error
     assert r.steps < 10
@@ -143,7 +144,7 @@ def test_memory_check_uses_the_longest_padded_batch(monkeypatch):
     assert at_data < at_max / 2
     # A device between the two: refused at max_seq_length, but the real batches fit.
     monkeypatch.setenv("VANTAGE_DEVICE_MEMORY", str((at_data + at_max) // 2))
-    r = train(cfg.replace(training={"num_train_steps": 1, "eval_steps": 100}), d, [])
+    r = train(cfg.replace(training={"num_train_steps": 1, "eval_steps": 100}), d, [], evaluate=evaluate)
     assert r.status == "completed"
 
 
@@ -152,7 +153,7 @@ def test_train_refuses_a_config_that_cannot_fit(monkeypatch):
     monkeypatch.setenv("VANTAGE_DEVICE_MEMORY", str(50 * 2**20))   # 50 MiB
     cfg = tiny_cfg(training={"batch_size": 64})
     with pytest.raises(MemoryBudgetError, match=r"predicted peak memory .* > available 0.0 GiB.*gradient_checkpointing"):
-        train(cfg, tiny_data(), [])
+        train(cfg, tiny_data(), [], evaluate=evaluate)
 
 
 def test_dry_run_prints_parameters_near_2b_8b_24b(capsys):

@@ -1,6 +1,7 @@
 """Vantage core: config, data, SQL tools, MLX MoE model, trainer and evaluation.
 
-Knows nothing of Optuna; studies/ and runners/ build on `train(config, data, callbacks)`.
+Knows nothing of Optuna; studies/ and runners/ build on
+`train(config, data, callbacks, evaluate=eval.evaluate.evaluate)`.
 """
 from .blas import load_openblas
 

@@ -1,29 +1,105 @@
 """Typed configuration: one dataclass per YAML section, loaded by `load_config`.
 
-Precedence is defaults < YAML < overrides (``section.key=value`` strings or a dict).
-Unknown keys and wrong types are `ConfigError`s naming the file and the key path.
+Precedence is defaults < YAML < overrides (``section.key=value`` strings or a dict). Each
+section checks itself in `__post_init__` (as torchtitan's job config does): values are coerced
+to the field's type, then range-checked; `Config.__post_init__` checks what spans sections.
+Unknown keys, wrong types and bad values are one-line `ConfigError`s naming the file and the
+key path (`config_from_dict` prefixes the file to the section's own message).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.resources
 import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Union
 
 import yaml
 
 from .errors import ConfigError, VantageError
+from .sources import apply_architecture, is_dense_source
 
 NAMED_CONFIGS = ("tiny", "small", "medium", "large")
 
 
+class InvalidValue(ConfigError):
+    """A bad value at `key` (``section.name``); `config_from_dict` adds the file in front."""
+
+    def __init__(self, key: str, msg: str):
+        super().__init__(f"{key}: {msg}")
+        self.key, self.msg = key, msg
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """`value` (as YAML or an override gave it) as type `tp`, or `InvalidValue`."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):                      # Optional[X]
+        if value is None:
+            return None
+        return _coerce(value, next(a for a in typing.get_args(tp) if a is not type(None)), key)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise InvalidValue(key, f"{value!r} is not one of {', '.join(map(str, typing.get_args(tp)))}")
+        return value
+    if tp is bool or tp is str:
+        if isinstance(value, tp):
+            return value
+        raise InvalidValue(key, f"expected {'true/false' if tp is bool else 'a string'}, got {value!r}")
+    what = "an integer" if tp is int else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise InvalidValue(key, f"expected {what}, got {value!r}")
+    if tp is int and isinstance(value, int):
+        return value
+    try:   # PyYAML (YAML 1.1) reads 3e-4 as a string; accept scientific notation
+        v = float(value)
+    except ValueError:
+        raise InvalidValue(key, f"expected {what}, got {value!r}") from None
+    if tp is int:
+        if not v.is_integer():
+            raise InvalidValue(key, f"expected an integer, got {value!r}")
+        return int(v)
+    if not math.isfinite(v):
+        raise InvalidValue(key, f"expected a finite number, got {value!r}")
+    return v
+
+
+@functools.cache
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+class _Section:
+    """Coerces every field to its annotated type, then runs the section's `check`."""
+
+    section: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        for name, tp in _field_types(type(self)).items():
+            setattr(self, name, _coerce(getattr(self, name), tp, f"{self.section}.{name}"))
+        self.check()
+
+    def check(self) -> None:
+        pass
+
+    def _bad(self, key: str, msg: str) -> None:
+        raise InvalidValue(f"{self.section}.{key}", msg)
+
+    def _require(self, test, rule: str, *keys: str) -> None:
+        for key in keys:
+            v = getattr(self, key)
+            if not test(v):
+                self._bad(key, f"must be {rule}, got {v}")
+
+
 @dataclass
-class ModelConfig:
+class ModelConfig(_Section):
+    section: ClassVar[str] = "model"
     # Sizes (the guide's keys first).
     hidden_size: int = 64
     num_layers: int = 2
@@ -59,9 +135,31 @@ class ModelConfig:
     upcycle_expert_noise: float = 0.0
     upcycle_drop_fraction: float = 0.0
 
+    def check(self) -> None:
+        self._require(lambda v: v > 0, "> 0", "hidden_size", "num_layers", "num_experts",
+                      "num_experts_per_token", "num_attention_heads", "num_key_value_heads",
+                      "intermediate_size", "vocab_size", "max_position_embeddings")
+        if self.num_experts_per_token > self.num_experts:
+            self._bad("num_experts_per_token",
+                      f"{self.num_experts_per_token} exceeds model.num_experts={self.num_experts}")
+        if self.hidden_size % self.num_attention_heads:
+            self._bad("hidden_size", f"{self.hidden_size} is not divisible by "
+                                     f"num_attention_heads={self.num_attention_heads}")
+        if self.num_attention_heads % self.num_key_value_heads:
+            self._bad("num_key_value_heads", f"num_attention_heads={self.num_attention_heads} is not a "
+                                             f"multiple of {self.num_key_value_heads}")
+        if (self.hidden_size // self.num_attention_heads) % 2:
+            self._bad("hidden_size", "head dimension must be even for RoPE")
+        self._require(lambda v: v >= 0, "> 0 (or 0 for no capacity limit)", "expert_capacity")
+        self._require(lambda v: v >= 0, ">= 0", "router_aux_loss_coef", "router_z_loss_coef")
+        if self.upcycle_router_init_std < 0 or self.upcycle_expert_noise < 0:
+            self._bad("upcycle_router_init_std", "upcycle_router_init_std and upcycle_expert_noise must be >= 0")
+        self._require(lambda v: 0 <= v < 1, "in [0, 1)", "expert_dropout", "hidden_dropout", "upcycle_drop_fraction")
+
 
 @dataclass
-class DataConfig:
+class DataConfig(_Section):
+    section: ClassVar[str] = "data"
     # "synthetic" (embedded, generated), "spider:PATH", or a processed data folder.
     source: str = "synthetic"
     synthetic_num_databases: int = 24
@@ -102,9 +200,24 @@ class DataConfig:
     num_workers: int = 1
     seed: int = 0
 
+    def check(self) -> None:
+        self._require(lambda v: 0 < v < 1, "in (0, 1)", "validation_fraction")
+        self._require(lambda v: 0 <= v <= 1, "in [0, 1]", "augmentation_prob", "schema_perturbation_prob",
+                      "schema_rename_table_fraction", "schema_rename_column_fraction")
+        if self.schema_rename_table_fraction == 0 and self.schema_rename_column_fraction == 0:
+            self._bad("schema_rename_table_fraction", "schema_rename_table_fraction and "
+                      "schema_rename_column_fraction are both 0: nothing would be renamed")
+        self._require(lambda v: v >= 1, ">= 1", "schema_perturbation_copies", "schema_rename_variants")
+        self._require(lambda v: v >= 0, ">= 0", "spider_weight", "bird_sql_weight", "wiki_sql_weight",
+                      "gretel_synthetic_weight", "synthetic_weight")
+        self._require(lambda v: v > 0, "> 0", "max_eval_examples", "num_workers")
+        self._require(lambda v: v >= 2, ">= 2 (train and validation use different databases)",
+                      "synthetic_num_databases")
+
 
 @dataclass
-class TrainingConfig:
+class TrainingConfig(_Section):
+    section: ClassVar[str] = "training"
     batch_size: int = 16
     gradient_accumulation_steps: int = 1
     optimizer: Literal["adamw"] = "adamw"
@@ -139,9 +252,23 @@ class TrainingConfig:
     # them in the backward pass (at most [rows, vocab] logits alive; for large vocabularies).
     loss_chunk_rows: int = 0
 
+    def check(self) -> None:
+        self._require(lambda v: v > 0, "> 0", "batch_size", "gradient_accumulation_steps", "num_train_steps",
+                      "max_seq_length", "save_steps", "eval_steps", "logging_steps", "pad_to_multiple_of",
+                      "learning_rate")
+        self._require(lambda v: v >= 0, ">= 0 (0: one pass)", "loss_chunk_rows")
+        self._require(lambda v: v >= 0, ">= 0", "warmup_steps")
+        self._require(lambda v: 0 <= v <= 1, "in [0, 1]", "min_lr_ratio")
+        self._require(lambda v: v >= 0, ">= 0", "weight_decay")
+        self._require(lambda v: v >= 0, ">= 0 (0 disables clipping)", "max_grad_norm")
+        self._require(lambda v: 0 <= v < 1, "in [0, 1)", "adam_beta1", "adam_beta2")
+        self._require(lambda v: v > 0, "> 0", "adam_epsilon")
+        self._require(lambda v: v >= 0, ">= 0", "save_total_limit")
+
 
 @dataclass
-class EvalConfig:
+class EvalConfig(_Section):
+    section: ClassVar[str] = "eval"
     max_new_tokens: int = 128
     num_beams: int = 1
     batch_size: int = 32
@@ -150,6 +277,10 @@ class EvalConfig:
     timeout_s: float = 2.0
     max_rows: int = 100000
 
+    def check(self) -> None:
+        if self.max_new_tokens <= 0 or self.num_beams <= 0 or self.batch_size <= 0:
+            raise InvalidValue("eval", "max_new_tokens, num_beams and batch_size must be > 0")
+
 
 @dataclass
 class Config:
@@ -157,6 +288,16 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        self.check_across(self.model, self.training)
+
+    @staticmethod
+    def check_across(model: ModelConfig, training: TrainingConfig) -> None:
+        """What spans sections."""
+        if training.max_seq_length > model.max_position_embeddings:
+            raise InvalidValue("training.max_seq_length", f"{training.max_seq_length} exceeds "
+                               f"model.max_position_embeddings={model.max_position_embeddings}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -177,165 +318,6 @@ class Config:
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "training": TrainingConfig, "eval": EvalConfig}
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, where)
-            except ConfigError as e:
-                errors.append(e)
-        raise errors[0]
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                f = float(value)
-            except ValueError:
-                raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
-            if f.is_integer():
-                return int(f)
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            v = float(value)
-        elif isinstance(value, str):
-            # PyYAML (YAML 1.1) reads 3e-4 as a string; accept scientific notation.
-            try:
-                v = float(value)
-            except ValueError:
-                raise ConfigError(f"{where}: expected a number, got {value!r}") from None
-        else:
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if not math.isfinite(v):
-            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-        return v
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
-    raise ConfigError(f"{where}: unsupported type {tp}")
-
-
-def _build_section(cls, values: dict[str, Any], source: str, section: str):
-    if not isinstance(values, dict):
-        raise ConfigError(f"{source}: '{section}' must be a mapping, got {type(values).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in values.items():
-        if key not in known:
-            raise ConfigError(f"{source}: unknown key '{section}.{key}'")
-        kwargs[key] = _coerce(value, hints[key], f"{source}: {section}.{key}")
-    return cls(**kwargs)
-
-
-def validate(cfg: Config, source: str = "<config>") -> Config:
-    m, t, d, e = cfg.model, cfg.training, cfg.data, cfg.eval
-
-    def bad(key, msg):
-        raise ConfigError(f"{source}: {key}: {msg}")
-
-    for key in ("hidden_size", "num_layers", "num_experts", "num_experts_per_token",
-                "num_attention_heads", "num_key_value_heads", "intermediate_size",
-                "vocab_size", "max_position_embeddings"):
-        if getattr(m, key) <= 0:
-            bad(f"model.{key}", f"must be > 0, got {getattr(m, key)}")
-    if m.num_experts_per_token > m.num_experts:
-        bad("model.num_experts_per_token",
-            f"{m.num_experts_per_token} exceeds model.num_experts={m.num_experts}")
-    if m.hidden_size % m.num_attention_heads:
-        bad("model.hidden_size", f"{m.hidden_size} is not divisible by num_attention_heads={m.num_attention_heads}")
-    if m.num_attention_heads % m.num_key_value_heads:
-        bad("model.num_key_value_heads",
-            f"num_attention_heads={m.num_attention_heads} is not a multiple of {m.num_key_value_heads}")
-    if (m.hidden_size // m.num_attention_heads) % 2:
-        bad("model.hidden_size", "head dimension must be even for RoPE")
-    if m.expert_capacity < 0 or (0 < m.expert_capacity and m.expert_capacity <= 0):
-        bad("model.expert_capacity", f"must be > 0 (or 0 for no capacity limit), got {m.expert_capacity}")
-    for key in ("router_aux_loss_coef", "router_z_loss_coef"):
-        if getattr(m, key) < 0:
-            bad(f"model.{key}", f"must be >= 0, got {getattr(m, key)}")
-    if m.upcycle_router_init_std < 0 or m.upcycle_expert_noise < 0:
-        bad("model.upcycle_router_init_std", "upcycle_router_init_std and upcycle_expert_noise must be >= 0")
-    for key in ("expert_dropout", "hidden_dropout", "upcycle_drop_fraction"):
-        if not 0 <= getattr(m, key) < 1:
-            bad(f"model.{key}", f"must be in [0, 1), got {getattr(m, key)}")
-    for key in ("batch_size", "gradient_accumulation_steps", "num_train_steps", "max_seq_length",
-                "save_steps", "eval_steps", "logging_steps", "pad_to_multiple_of"):
-        if getattr(t, key) <= 0:
-            bad(f"training.{key}", f"must be > 0, got {getattr(t, key)}")
-    if t.learning_rate <= 0:
-        bad("training.learning_rate", f"must be > 0, got {t.learning_rate}")
-    if t.loss_chunk_rows < 0:
-        bad("training.loss_chunk_rows", f"must be >= 0 (0: one pass), got {t.loss_chunk_rows}")
-    if t.warmup_steps < 0:
-        bad("training.warmup_steps", f"must be >= 0, got {t.warmup_steps}")
-    if not 0 <= t.min_lr_ratio <= 1:
-        bad("training.min_lr_ratio", f"must be in [0, 1], got {t.min_lr_ratio}")
-    if t.weight_decay < 0:
-        bad("training.weight_decay", f"must be >= 0, got {t.weight_decay}")
-    if t.max_grad_norm < 0:
-        bad("training.max_grad_norm", f"must be >= 0 (0 disables clipping), got {t.max_grad_norm}")
-    for key in ("adam_beta1", "adam_beta2"):
-        if not 0 <= getattr(t, key) < 1:
-            bad(f"training.{key}", f"must be in [0, 1), got {getattr(t, key)}")
-    if t.adam_epsilon <= 0:
-        bad("training.adam_epsilon", f"must be > 0, got {t.adam_epsilon}")
-    if t.save_total_limit < 0:
-        bad("training.save_total_limit", f"must be >= 0, got {t.save_total_limit}")
-    if t.max_seq_length > m.max_position_embeddings:
-        bad("training.max_seq_length",
-            f"{t.max_seq_length} exceeds model.max_position_embeddings={m.max_position_embeddings}")
-    if not 0 < d.validation_fraction < 1:
-        bad("data.validation_fraction", f"must be in (0, 1), got {d.validation_fraction}")
-    for key in ("augmentation_prob", "schema_perturbation_prob", "schema_rename_table_fraction",
-                "schema_rename_column_fraction"):
-        if not 0 <= getattr(d, key) <= 1:
-            bad(f"data.{key}", f"must be in [0, 1], got {getattr(d, key)}")
-    if d.schema_rename_table_fraction == 0 and d.schema_rename_column_fraction == 0:
-        bad("data.schema_rename_table_fraction",
-            "schema_rename_table_fraction and schema_rename_column_fraction are both 0: nothing would be renamed")
-    for key in ("schema_perturbation_copies", "schema_rename_variants"):
-        if getattr(d, key) < 1:
-            bad(f"data.{key}", f"must be >= 1, got {getattr(d, key)}")
-    for key in ("spider_weight", "bird_sql_weight", "wiki_sql_weight", "gretel_synthetic_weight",
-                "synthetic_weight"):
-        if getattr(d, key) < 0:
-            bad(f"data.{key}", f"must be >= 0, got {getattr(d, key)}")
-    if d.max_eval_examples <= 0:
-        bad("data.max_eval_examples", f"must be > 0, got {d.max_eval_examples}")
-    if d.num_workers <= 0:
-        bad("data.num_workers", f"must be > 0, got {d.num_workers}")
-    if d.synthetic_num_databases < 2:
-        bad("data.synthetic_num_databases", f"must be >= 2 (train and validation use different databases), got {d.synthetic_num_databases}")
-    if e.max_new_tokens <= 0 or e.num_beams <= 0 or e.batch_size <= 0:
-        bad("eval", "max_new_tokens, num_beams and batch_size must be > 0")
-    return cfg
-
-
 def config_from_dict(data: dict[str, Any] | None, source: str = "<dict>") -> Config:
     data = data or {}
     if not isinstance(data, dict):
@@ -346,17 +328,31 @@ def config_from_dict(data: dict[str, Any] | None, source: str = "<dict>") -> Con
             raise ConfigError(f"{source}: unknown key '{key}' (sections: {', '.join(SECTIONS)})")
     model = data.get("model") or {}
     if isinstance(model, dict) and model.get("init_from"):
-        from .model import pretrained   # a dense source fixes the architecture keys
-        if pretrained.is_dense_source(model["init_from"]):
+        if is_dense_source(model["init_from"]):   # a dense source fixes the architecture keys
             try:
-                data = {**data, "model": pretrained.apply_architecture(model, source)}
+                data = {**data, "model": apply_architecture(model, source)}
             except ConfigError:
                 raise
             except VantageError as e:
                 raise ConfigError(f"{source}: model.init_from: {e}") from None
-    parts = {name: _build_section(cls, data.get(name) or {}, source, name)
-             for name, cls in SECTIONS.items()}
-    return validate(Config(**parts), source)
+    try:
+        given = {}
+        for name, cls in SECTIONS.items():   # unknown keys and types first, in the file's order
+            values = data.get(name) or {}
+            if not isinstance(values, dict):
+                raise ConfigError(f"{source}: '{name}' must be a mapping, got {type(values).__name__}")
+            types_ = _field_types(cls)
+            for key, value in values.items():
+                if key not in types_:
+                    raise ConfigError(f"{source}: unknown key '{name}.{key}'")
+                given.setdefault(name, {})[key] = _coerce(value, types_[key], f"{name}.{key}")
+        # then each section's checks, in this order
+        model, training = ModelConfig(**given.get("model", {})), TrainingConfig(**given.get("training", {}))
+        Config.check_across(model, training)
+        return Config(model=model, training=training, data=DataConfig(**given.get("data", {})),
+                      eval=EvalConfig(**given.get("eval", {})))
+    except InvalidValue as e:
+        raise ConfigError(f"{source}: {e.key}: {e.msg}") from None
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:

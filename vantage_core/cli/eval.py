@@ -99,6 +99,7 @@ def read_preds(path: Path, golds: list[tuple[str, str]]) -> list[str]:
 
 
 def _cmd_score(args) -> int:
+    # Imported per subcommand (pandas, sqlglot, MLX): --help and usage errors stay fast.
     from ..data.readers import load_spider_tables
     from ..eval.metrics import format_summary, score_examples
 

@@ -16,7 +16,7 @@ def _main(argv) -> int:
     p.add_argument("out_dir", help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     args = p.parse_args(argv)
-    from ..export import export_checkpoint
+    from ..weights import export_checkpoint   # MLX: not loaded for --help and usage errors
     out = export_checkpoint(args.checkpoint, args.out_dir, overwrite=args.overwrite)
     print(f"exported {args.checkpoint} -> {out}")
     return 0

@@ -14,6 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ..config import load_config, parse_overrides
 from ..data.readers import parse_source
 from ..errors import DataError, run_cli
 from .args import SPELLING_NOTE, ArgumentParser, check_wandb
@@ -65,8 +66,6 @@ def build_parser(prog: str = "vantage-train") -> argparse.ArgumentParser:
 
 
 def resolve(args):
-    from ..config import load_config, parse_overrides
-
     over = parse_overrides(args.overrides)
     if args.seed is not None:
         over.setdefault("training", {})["seed"] = args.seed
@@ -202,11 +201,14 @@ def _main(argv, prog: str = "vantage-train") -> int:
         cfg = cfg.replace(data={"source": prepare_mix(cfg)})
     check_data_dir(cfg.data.source)
 
+    # Imported here, not at the top: --help, --dry-run and argument errors stay fast (no MLX).
     from ..data.prepare import prepare_data
     from ..data.tokenizer import SQLTokenizer
+    from ..eval.evaluate import evaluate
+    from ..sources import find_checkpoint
     from ..train import callbacks as C
-    from ..train.checkpoint import find_checkpoint, load_state
     from ..train.trainer import train
+    from ..weights import load_state
 
     tokenizer = None
     start_step = 0
@@ -235,7 +237,7 @@ def _main(argv, prog: str = "vantage-train") -> int:
     if args.progress:
         cbs.append(C.ProgressBar(cfg.training.num_train_steps, start_step=start_step))
     # The full check, at the data's longest padded batch (not max_seq_length), before any step.
-    result = train(cfg, data, cbs, output_dir=out, resume_from=args.resume_from_checkpoint,
+    result = train(cfg, data, cbs, evaluate=evaluate, output_dir=out, resume_from=args.resume_from_checkpoint,
                    check_memory=args.memory_check)
     if result.status != "completed":
         print(f"error: {result.error}", file=sys.stderr)

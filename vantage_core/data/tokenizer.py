@@ -13,6 +13,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from ..errors import CheckpointError, DataError
 from ..fileio import atomic_path, atomic_write
+from ..sources import find_checkpoint, is_dense_source, is_hf_folder, tokenizer_parts
 
 PAD, SCHEMA, QUESTION, SQL, END = "<|pad|>", "<|schema|>", "<|question|>", "<|sql|>", "<|end|>"
 EVIDENCE = "<|evidence|>"
@@ -59,7 +60,6 @@ class SQLTokenizer:
     @classmethod
     def from_pretrained(cls, spec) -> "SQLTokenizer":
         """The tokenizer and chat template of a dense pretrained source (GGUF, HF Llama, alias)."""
-        from ..model.pretrained import tokenizer_parts  # imports mlx: only for pretrained sources
         tok, template, eos, pad = tokenizer_parts(spec)
         if template is None:
             raise DataError(f"{spec}: the source has no chat template; Vantage prompts a pretrained model "
@@ -182,12 +182,7 @@ class MemoTokenizer:
 
 def init_tokenizer(path: str | Path, vocab_size: int) -> SQLTokenizer:
     """The token ids the weights of `model.init_from` were trained with."""
-    # model/export/train read weights on disk and import mlx: loaded only for model.init_from
-    from ..export import is_hf_folder
-    from ..model import pretrained
-    from ..train.checkpoint import find_checkpoint
-
-    if pretrained.is_dense_source(path):
+    if is_dense_source(path):
         try:
             return SQLTokenizer.from_pretrained(path)
         except CheckpointError as e:

@@ -25,7 +25,9 @@ from __future__ import annotations
 import os
 
 import mlx.core as mx
+import numpy as np
 
+from ..errors import ConfigError
 from ..model.attention import KVCache, StaticKVCache
 
 NEG = -1e9
@@ -65,7 +67,6 @@ _DECODE_MODES = {"compiled": (True, True), "static": (True, False), "growing": (
 def _decode_mode(static_cache, compiled) -> tuple[bool, bool]:
     env = os.environ.get("VANTAGE_DECODE", "compiled").strip().lower() or "compiled"
     if env not in _DECODE_MODES:
-        from ..errors import ConfigError
         raise ConfigError(f"VANTAGE_DECODE={env!r}: choose one of {', '.join(_DECODE_MODES)}")
     s_env, c_env = _DECODE_MODES[env]
     static_cache = s_env if static_cache is None else bool(static_cache)
@@ -279,8 +280,6 @@ def generate_beam_batched(model, prompts: list[list[int]], *, pad_id: int, end_i
     """Beam search over many prompts at once: B prompts x K beams share one KV-cached batch.
     Returns, per prompt, its finished candidates best first as (ids, length-normalized score).
     `static_cache` and `compiled` pick the cache path (module docstring)."""
-    import numpy as np
-
     static_cache, compiled = _decode_mode(static_cache, compiled)
     model.eval()
     K = num_beams

@@ -5,7 +5,7 @@ load_openblas()  # before mlx is first imported (Linux CPU: ~30x faster matmuls)
 from .attention import Attention, KVCache
 from .experts import Experts, capacity_for
 from .router import Routing, route
-from .transformer import MoETransformer, count_parameters
+from .transformer import MoETransformer, build_model, count_parameters
 
 __all__ = ["Attention", "KVCache", "Experts", "capacity_for", "Routing", "route",
-           "MoETransformer", "count_parameters"]
+           "MoETransformer", "build_model", "count_parameters"]

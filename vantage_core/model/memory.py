@@ -26,7 +26,10 @@ models; see docs/training.md), meant to fail fast instead of dying mid-run.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Optional
+
+import mlx.core as mx   # vantage_core.model's __init__ has loaded the BLAS first
 
 from ..config import Config
 from ..errors import MemoryBudgetError
@@ -42,7 +45,6 @@ def _fused_attention_default() -> bool:
     # MLX's Metal/CUDA attention kernels do not keep the [B, H, L, L] probabilities; the
     # CPU path (and its VJP) materializes them.
     try:
-        import mlx.core as mx
         return mx.default_device().type == mx.gpu
     except Exception:  # pragma: no cover
         return False
@@ -156,7 +158,6 @@ def device_memory_bytes() -> int:
             if s.endswith(suf):
                 return int(float(s[: -len(suf)]) * mul)
         return int(float(s))
-    import mlx.core as mx
 
     if mx.default_device().type == mx.gpu:
         try:
@@ -220,12 +221,6 @@ _FLOPS_CACHE: dict[str, float] = {}
 
 def device_flops(*, n: int = 512, repeats: int = 8) -> float:
     """Measured float32 matmul FLOP/s of the default MLX device (once per process, ~0.1 s)."""
-    import time
-
-    from ..blas import load_openblas
-    load_openblas()
-    import mlx.core as mx
-
     key = str(mx.default_device())
     if key not in _FLOPS_CACHE:
         a = mx.random.normal((n, n))

@@ -7,7 +7,8 @@ from typing import Optional
 import mlx.core as mx
 import mlx.nn as nn
 
-from ..config import ModelConfig
+from ..config import Config, ModelConfig
+from ..errors import ConfigError
 from .attention import KVCache
 from .block import DecoderLayer, checkpointed
 
@@ -95,3 +96,21 @@ def count_parameters(cfg: ModelConfig) -> dict[str, int]:
     total = L * per_layer_total + emb + head + d
     active = L * per_layer_active + emb + head + d
     return {"total": total, "active": active, "embedding": emb + head}
+
+
+def build_model(cfg: Config) -> MoETransformer:
+    """The model of `cfg` with fp32 master weights. `mixed_precision` bf16/fp16 runs the training
+    forward/backward on a cast copy (see train/trainer.py `value_and_grad_mp`); gradients, AdamW
+    state and checkpoints stay fp32, and evaluation runs on the fp32 masters.
+    `gradient_checkpointing` recomputes whole decoder layers in the backward pass;
+    `activation_checkpointing` (alone) recomputes only each layer's MoE feed-forward."""
+    t = cfg.training
+    if cfg.model.moe_impl == "gather" and t.mixed_precision != "fp32" and \
+            mx.default_device().type == mx.DeviceType.cpu:
+        # MLX's CPU gather_mm computes in float32 only (it fails mid-step otherwise).
+        raise ConfigError(f"model.moe_impl 'gather' runs only in fp32 on the CPU, not training.mixed_precision "
+                          f"{t.mixed_precision}; use moe_impl: capacity or mixed_precision: fp32")
+    model = MoETransformer(cfg.model, checkpoint_layers=t.gradient_checkpointing,
+                           checkpoint_moe=t.activation_checkpointing)
+    mx.eval(model.parameters())
+    return model

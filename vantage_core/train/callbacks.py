@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..errors import ConfigError
 
 
 @runtime_checkable
@@ -84,10 +89,9 @@ class TensorBoardSink(BaseCallback):
     every numeric metric as a scalar under its guide name, tokens per expert as a histogram."""
 
     def __init__(self, logdir: str | Path):
-        try:
+        try:   # imported when a sink is made: a run without TensorBoard never loads it
             from tensorboardX import SummaryWriter
         except ImportError:  # pragma: no cover - a declared dependency
-            from ..errors import ConfigError
             raise ConfigError("TensorBoard logging needs tensorboardX (pip install tensorboardX)") from None
         self.logdir = Path(logdir)
         self.writer = SummaryWriter(logdir=str(self.logdir), flush_secs=5)
@@ -98,7 +102,6 @@ class TensorBoardSink(BaseCallback):
             self.writer.add_scalar(k, v, step)
         tpe = report.get("expert/tokens_per_expert")
         if isinstance(tpe, (list, tuple)) and tpe:
-            import numpy as np
             self.writer.add_histogram("expert/tokens_per_expert", np.repeat(np.arange(len(tpe)), tpe), step)
 
     def on_train_report(self, report):
@@ -117,10 +120,9 @@ class WandbSink(BaseCallback):
 
     def __init__(self, project: str, run_name: str | None = None, *, config: dict | None = None,
                  dir: str | Path | None = None):
-        try:
+        try:   # an optional extra, heavy to import
             import wandb
         except ImportError:
-            from ..errors import ConfigError
             raise ConfigError("--wandb_project needs wandb (pip install 'vantage[wandb]')") from None
         kw = {"project": project, "name": run_name, "config": config or {}, "reinit": True}
         if dir is not None:
@@ -152,11 +154,11 @@ class ProgressBar(BaseCallback):
 
     def __init__(self, total_steps: int, *, start_step: int = 0, enabled: bool | None = None,
                  console=None):
-        import sys
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
         self.progress = None
         if not self.enabled:
             return
+        # rich is loaded only for a live bar (sweep trials run with it off)
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
         self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),

