@@ -1,4 +1,4 @@
-"""Dense Llama GGUF sources for `model.init_from` (vantage_core/model/pretrained.py), checked
+"""Dense Llama GGUF sources for `model.init_from` (vantage_core/sources.py, vantage_core/weights.py), checked
 against independent references:
 
 * tiny GGUF files written with the `gguf` package the way llama.cpp's convert_hf_to_gguf.py

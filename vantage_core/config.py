@@ -127,7 +127,7 @@ class ModelConfig(_Section):
     # Start from weights: a Vantage checkpoint or export, a Hugging Face Mixtral or Llama folder,
     # a Llama GGUF file, or an installed alias (smollm2-135m). A dense source (Llama, GGUF) fixes
     # the architecture keys and is upcycled into num_experts copies of its FFN
-    # (vantage_core/model/pretrained.py).
+    # (vantage_core/sources.py).
     init_from: Optional[str] = None
     # Upcycling options (dense sources only): router init std, multiplicative noise on each
     # expert copy, and the share of each expert's FFN neurons re-initialised (Drop-Upcycling).

@@ -29,7 +29,7 @@ from ..sources import find_checkpoint, is_dense_source  # noqa: E402
 from ..train import metrics as M  # noqa: E402
 from ..train.trainer import make_batch  # noqa: E402
 from ..weights import load_checkpoint_config, load_weights  # noqa: E402
-from .execution import valid_sql  # noqa: E402
+from ..sql.execution import valid_sql  # noqa: E402
 from .generate import generate_beam_batched, generate_greedy  # noqa: E402
 from .metrics import score_examples  # noqa: E402
 from .scoring import quick_scores, table_name_sources  # noqa: E402
