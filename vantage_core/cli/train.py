@@ -101,7 +101,8 @@ def describe_memory(cfg) -> str:
         f"predicted peak memory: {g(p['peak'])} for batch {t.batch_size} x {t.max_seq_length} tokens "
         f"({t.mixed_precision}, gradient_checkpointing={str(p['gradient_checkpointing']).lower()}, "
         f"accumulation {t.gradient_accumulation_steps})",
-        f"  weights {g(p['weights'])}, gradients {g(p['gradients'])}, AdamW {g(p['optimizer'])}, "
+        f"  weights {g(p['weights'])} (master_weights {t.master_weights}), gradients {g(p['gradients'])}, "
+        f"{t.optimizer} state {g(p['optimizer'])} ({t.optimizer_state_dtype}), "
         f"activations {g(p['activations'])} (without checkpointing {g(p['activations_no_checkpointing'])}, "
         f"with {g(p['activations_checkpointing'])}), logits {g(p['logits'])}",
         f"device memory: {g(device_memory_bytes())}",
