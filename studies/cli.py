@@ -185,6 +185,8 @@ def cmd_sweep(args) -> int:
         if ranges is not None and not isinstance(ranges, dict):
             raise VantageError(f"{args.ranges}: expected a mapping of parameter -> {{low, high, log}}")
     space.ranges(base, ranges)  # invalid spaces fail here, before any trial
+    from .feasibility import check_sweep_fits
+    check_sweep_fits(space, base, ranges, max_memory, sweep=args.sweep)  # exit 2 before any study
     if args.objective_fn:
         from .objective import load_ref
         load_ref(args.objective_fn)

@@ -90,7 +90,7 @@ def check_data_dir(source: str) -> None:
 
 
 def describe_memory(cfg) -> str:
-    from ..model.memory import GiB, device_memory_bytes, predict_memory
+    from ..model.memory import OVERHEAD, GiB, device_memory_bytes, predict_memory
 
     p = predict_memory(cfg)
     t = cfg.training
@@ -105,6 +105,8 @@ def describe_memory(cfg) -> str:
         f"{t.optimizer} state {g(p['optimizer'])} ({t.optimizer_state_dtype}), "
         f"activations {g(p['activations'])} (without checkpointing {g(p['activations_no_checkpointing'])}, "
         f"with {g(p['activations_checkpointing'])}), logits {g(p['logits'])}",
+        f"  peak = {OVERHEAD:.2f} x max(forward/backward {g(p['forward_backward'])}, "
+        f"optimizer step {g(p['optimizer_step'])})",
         f"device memory: {g(device_memory_bytes())}",
     ])
 

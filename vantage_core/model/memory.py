@@ -108,7 +108,13 @@ def state_bytes(cfg: Config) -> dict[str, int]:
     gradients = w * P * (2 if t.gradient_accumulation_steps > 1 else 1)
     s = 2 if t.optimizer_state_dtype == "bfloat16" else 4
     elems = adafactor_state_elements(m) if t.optimizer == "adafactor" else 2 * P
-    return {"weights": int(weights), "gradients": int(gradients), "optimizer": int(s * elems)}
+    return {"weights": int(weights), "gradients": int(gradients), "optimizer": int(s * elems),
+            "masters": int(w * P), "gradient_buffer": int(w * P)}
+
+
+def largest_parameter(m) -> int:
+    """Elements of the model's largest parameter tensor (embedding/LM head or one expert stack)."""
+    return max(m.vocab_size * m.hidden_size, m.num_experts * m.intermediate_size * m.hidden_size)
 
 
 def predict_memory(cfg: Config, *, fused_attention: Optional[bool] = None,
@@ -145,7 +151,19 @@ def predict_memory(cfg: Config, *, fused_attention: Optional[bool] = None,
     # with training.loss_chunk_rows, one chunk's worth is alive at a time.
     rows = min(tokens, t.loss_chunk_rows) if t.loss_chunk_rows else tokens
     logits = rows * m.vocab_size * (b + 4 + 4)
-    peak = int(OVERHEAD * (weights + gradients + optimizer + activations + logits))
+    # The optimizer step (after the backward pass; no activations, one gradient buffer). The
+    # compiled update (training.compile) writes new parameters and new state while the old are
+    # still held by the model and the optimizer (no buffer donation): masters + state twice.
+    # A float32 update of bf16 state or weights (train/optim.py) upcasts parameter, gradient, m
+    # and v of one tensor at a time: 4 float32 copies of the largest.
+    masters = st["masters"]
+    update = masters + st["gradient_buffer"] + optimizer
+    if t.compile:
+        update += masters + optimizer
+    if t.master_weights != "float32" or t.optimizer_state_dtype != "float32":
+        update += 4 * 4 * largest_parameter(m)
+    train_peak = weights + gradients + optimizer + activations + logits
+    peak = int(OVERHEAD * max(train_peak, update))
     return {
         "total_params": P,
         "active_params": params["active"],
@@ -156,6 +174,8 @@ def predict_memory(cfg: Config, *, fused_attention: Optional[bool] = None,
         "activations_no_checkpointing": int(act_full),
         "activations_checkpointing": int(act_ckpt),
         "logits": int(logits),
+        "forward_backward": int(train_peak),
+        "optimizer_step": int(update),
         "peak": peak,
         "gradient_checkpointing": bool(ckpt),
         "fused_attention": bool(fused),

@@ -478,6 +478,7 @@ def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
                 loss, (ce, aux, z, dropped, cnt), grads = micro_c(inp, pos, tgt, w, mx.array(1.0 / accum))
                 grads_acc = grads if grads_acc is None else tree_map(mx.add, grads_acc, grads)
                 mx.eval(grads_acc, loss, ce, aux, z, dropped, cnt)
+                del grads   # only the running sum outlives the micro-batch (memory.py counts two buffers)
                 loss_sum += ce.item() / accum
                 aux_sum += aux.item() / accum
                 z_sum += z.item() / accum
