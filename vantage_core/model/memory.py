@@ -157,10 +157,15 @@ def predict_memory(cfg: Config, *, fused_attention: Optional[bool] = None,
     # A float32 update of bf16 state or weights (train/optim.py) upcasts parameter, gradient, m
     # and v of one tensor at a time: 4 float32 copies of the largest.
     masters = st["masters"]
+    # Uncompiled, a float32 update donates the old buffers (in place); a bf16 one (train/optim.py
+    # evaluates it tensor by tensor) keeps the old parameters until the model takes the new.
     update = masters + st["gradient_buffer"] + optimizer
+    lean = t.master_weights != "float32" or t.optimizer_state_dtype != "float32"
     if t.compile:
         update += masters + optimizer
-    if t.master_weights != "float32" or t.optimizer_state_dtype != "float32":
+    elif lean:
+        update += masters
+    if lean:
         update += 4 * 4 * largest_parameter(m)
     train_peak = weights + gradients + optimizer + activations + logits
     peak = int(OVERHEAD * max(train_peak, update))

@@ -78,6 +78,10 @@ class _LowPrecision:
 
     state_dtype = mx.float32
     stochastic_rounding = True
+    # Uncompiled (training.compile: false): evaluate each tensor's update as it is made, so
+    # the float32 working copies of one tensor are alive at a time, not of the whole model
+    # (MLX cannot donate a bf16 buffer to a float32 temporary). Inside mx.compile it cannot.
+    eval_each = False
 
     def _state_zeros(self, shape):
         return mx.zeros(shape, dtype=self.state_dtype)
@@ -87,9 +91,11 @@ class _LowPrecision:
         new = super().apply_single(gradient.astype(mx.float32), parameter.astype(mx.float32), st)
         for k, v in st.items():
             state[k] = v.astype(self.state_dtype)
-        if parameter.dtype == mx.float32:
-            return new
-        return stochastic_round(new, parameter.dtype) if self.stochastic_rounding else new.astype(parameter.dtype)
+        if parameter.dtype != mx.float32:
+            new = stochastic_round(new, parameter.dtype) if self.stochastic_rounding else new.astype(parameter.dtype)
+        if self.eval_each and (parameter.dtype != mx.float32 or self.state_dtype != mx.float32):
+            mx.eval(new, *state.values())
+        return new
 
 
 class LeanAdamW(_LowPrecision, optim.AdamW):
@@ -119,6 +125,12 @@ class LeanAdafactor(_LowPrecision, optim.Adafactor):
 
 def make_optimizer(t: TrainingConfig, *, stochastic_rounding: bool = True) -> optim.Optimizer:
     state_dtype = STATE_DTYPES[t.optimizer_state_dtype]
+    opt = _make(t, state_dtype, stochastic_rounding)
+    opt.eval_each = not t.compile
+    return opt
+
+
+def _make(t: TrainingConfig, state_dtype, stochastic_rounding: bool) -> optim.Optimizer:
     if t.optimizer == "adafactor":
         return LeanAdafactor(learning_rate=lr_schedule(t), relative_step=False, scale_parameter=False,
                              beta_1=None, weight_decay=t.weight_decay, state_dtype=state_dtype,
