@@ -200,7 +200,7 @@ def test_key_lowers_predicted_and_measured_peak_and_trains(which, key):
 
 
 def test_accumulation_keeps_one_micro_batch_and_the_predictor_counts_its_buffer():
-    # batch 8 in one pass vs 4 x 2 accumulated: fewer activations, one extra gradient buffer.
+    # batch 8 in one pass vs 2 x 4 accumulated: a quarter of the activations, one extra gradient buffer.
     d = tiny_data()
     runs = {}
     for name, tr in (("one", {"batch_size": 8}), ("accum", {"batch_size": 2, "gradient_accumulation_steps": 4})):
@@ -209,6 +209,8 @@ def test_accumulation_keeps_one_micro_batch_and_the_predictor_counts_its_buffer(
         seq = padded_length(d, cfg.training.max_seq_length, cfg.training.pad_to_multiple_of)
         runs[name] = (predict_memory(cfg, seq_length=seq), r)
     (p1, r1), (pa, ra) = runs["one"], runs["accum"]
+    print(f"batch 8: predicted {p1['peak'] / 2**20:.1f} MiB, measured {r1.peak_memory_bytes / 2**20:.1f} MiB; "
+          f"2 x 4 accumulated: predicted {pa['peak'] / 2**20:.1f} MiB, measured {ra.peak_memory_bytes / 2**20:.1f} MiB")
     assert pa["gradients"] == 2 * p1["gradients"]
     assert pa["activations"] < p1["activations"] / 3
     assert pa["peak"] < p1["peak"] and ra.peak_memory_bytes < r1.peak_memory_bytes
@@ -234,3 +236,14 @@ def test_medium_lean_config_in_the_guides_band():
     p = predict_memory(load_config("configs/medium_lean.yaml"))
     assert 95 * 2**30 <= p["peak"] <= 110 * 2**30
     assert predict_memory(load_config("medium"))["peak"] > 2 * 95 * 2**30
+
+
+def test_train_refusal_names_the_lean_keys_with_their_peaks():
+    from vantage_core.errors import MemoryBudgetError
+    from vantage_core.model.memory import check_fits
+    cfg = load_config("medium")
+    with pytest.raises(MemoryBudgetError) as e:
+        check_fits(cfg, limit_bytes=128 * 2**30)
+    ada = predict_memory(cfg.replace(training={"optimizer": "adafactor"}))["peak"]
+    assert f"training.optimizer=adafactor ({ada / 2**30:.1f} GiB)" in str(e.value)
+    assert "training.optimizer_state_dtype=bfloat16" in str(e.value) and "\n" not in str(e.value)

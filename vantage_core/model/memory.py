@@ -261,11 +261,28 @@ def check_fits(cfg: Config, *, limit_bytes: Optional[int] = None,
         remedies.append("training.mixed_precision=bf16")
     if pred["seq_length"] > 256:
         remedies.append(f"training.max_seq_length={pred['seq_length'] // 2}")
+    lean = {}
+    if t.master_weights != "bfloat16" and t.mixed_precision == "bf16":
+        lean["master_weights"] = "bfloat16"
+    if t.optimizer_state_dtype != "bfloat16":
+        lean["optimizer_state_dtype"] = "bfloat16"
+    if t.optimizer != "adafactor":
+        lean["optimizer"] = "adafactor"
+    for key, value in lean.items():   # the lean-memory keys (docs/training.md), each with its peak
+        alt = predict_memory(cfg.replace(training={key: value}), fused_attention=fused_attention,
+                             seq_length=seq_length)["peak"]
+        if alt < 0.95 * pred["peak"]:
+            remedies.append(f"training.{key}={value} ({_gib(alt)})")
+        else:
+            lean[key] = None
+    lean = {k: v for k, v in lean.items() if v is not None}
     states = pred["weights"] + pred["gradients"] + pred["optimizer"]
     detail = (f"{pred['total_params'] / 1e9:.2f}B params: weights+gradients+{t.optimizer} "
               f"{_gib(states)}, activations {_gib(pred['activations'])}, logits {_gib(pred['logits'])}")
     if states * OVERHEAD > limit:
-        hint = "the model's weights and optimizer state alone exceed it: use a smaller model config"
+        hint = ("the model's weights and optimizer state alone exceed it: use a smaller model config"
+                + (" or " + ", ".join(r for r in remedies if r.split("=")[0].split(".")[1] in lean)
+                   if lean else ""))
     else:
         hint = "try " + ", ".join(remedies) if remedies else "use a smaller model config"
     raise MemoryBudgetError(
