@@ -154,11 +154,11 @@ def predict_memory(cfg: Config, *, fused_attention: Optional[bool] = None,
     # The optimizer step (after the backward pass; no activations, one gradient buffer). The
     # compiled update (training.compile) writes new parameters and new state while the old are
     # still held by the model and the optimizer (no buffer donation): masters + state twice.
-    # A float32 update of bf16 state or weights (train/optim.py) upcasts parameter, gradient, m
-    # and v of one tensor at a time: 4 float32 copies of the largest.
-    masters = st["masters"]
     # Uncompiled, a float32 update donates the old buffers (in place); a bf16 one (train/optim.py
     # evaluates it tensor by tensor) keeps the old parameters until the model takes the new.
+    # A float32 update of bf16 state or weights upcasts parameter, gradient, m and v of one
+    # tensor at a time: 4 float32 copies of the largest. (Measured: docs/training.md.)
+    masters = st["masters"]
     update = masters + st["gradient_buffer"] + optimizer
     lean = t.master_weights != "float32" or t.optimizer_state_dtype != "float32"
     if t.compile:
