@@ -39,18 +39,27 @@ def test_check_trial_prunes_with_reason_or_records_prediction():
 
 @pytest.mark.integration
 def test_sweep_with_max_memory_prunes_before_launch_and_report_counts(tmp_path):
+    # Nothing an lr sweep samples fits 1 MiB: refused before any study (tests/test_sweep_refuse.py).
     r = subprocess.run([sys.executable, "-m", "studies", "lr", "--model", "tiny", "--trials", "2",
-                        "--max-memory", "1MiB", "--steps-per-trial", "4", "--set", "data.max_eval_examples=4"],
+                        "--max-memory", "1MiB"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "no configuration the search space can sample fits" in r.stderr
+    assert not (tmp_path / "vantage_studies.db").exists()
+    # A batch-size sweep at 300 MiB: batch 8 fits (predicted 215 MiB), the baseline's 16 (421 MiB) does not.
+    r = subprocess.run([sys.executable, "-m", "studies", "batch-size", "--model", "tiny", "--trials", "2",
+                        "--max-memory", "300MiB", "--steps-per-trial", "4", "--set", "data.max_eval_examples=4"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    study = optuna.load_study(study_name="lr-tiny-synthetic", storage=f"sqlite:///{tmp_path}/vantage_studies.db")
-    assert [t.state.name for t in study.trials] == ["PRUNED", "PRUNED"]
+    study = optuna.load_study(study_name="batch-size-tiny-synthetic", storage=f"sqlite:///{tmp_path}/vantage_studies.db")
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    assert study.trials[0].params["batch_size"] == 16 and study.trials[0] in pruned
     for t in study.trials:
+        assert (t in pruned) == (t.params["batch_size"] > 8)
+    for t in pruned:
         assert "predicted peak memory" in t.user_attrs["infeasible_reason"]
-        assert t.user_attrs["predicted_peak_memory_bytes"] > 2**20
+        assert t.user_attrs["predicted_peak_memory_bytes"] > 300 * 2**20
         assert "train_history" not in t.user_attrs  # never trained
-    md = (tmp_path / "sweeps" / "lr-tiny-synthetic" / "report" / "report.md").read_text()
-    assert "**2 of 2 trials** were predicted not to fit" in md
+    md = (tmp_path / "sweeps" / "batch-size-tiny-synthetic" / "report" / "report.md").read_text()
+    assert f"**{len(pruned)} of 2 trials** were predicted not to fit" in md
     assert "Out of Memory" in md  # diagnosis names the guide's OOM remedies
     r = subprocess.run([sys.executable, "-m", "studies", "lr", "--max-memory", "lots"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=120)

@@ -220,7 +220,12 @@ class TrainingConfig(_Section):
     section: ClassVar[str] = "training"
     batch_size: int = 16
     gradient_accumulation_steps: int = 1
-    optimizer: Literal["adamw"] = "adamw"
+    # Lean memory (docs/training.md "Lean memory"; train/optim.py): Adafactor's factored second
+    # moments instead of AdamW's m and v; the optimizer state stored in bf16 (math in float32);
+    # bf16 parameters without a float32 master copy, updated by stochastic rounding.
+    optimizer: Literal["adamw", "adafactor"] = "adamw"
+    optimizer_state_dtype: Literal["float32", "bfloat16"] = "float32"
+    master_weights: Literal["float32", "bfloat16"] = "float32"
     learning_rate: float = 3e-4
     weight_decay: float = 0.1
     adam_beta1: float = 0.9
@@ -264,6 +269,9 @@ class TrainingConfig(_Section):
         self._require(lambda v: 0 <= v < 1, "in [0, 1)", "adam_beta1", "adam_beta2")
         self._require(lambda v: v > 0, "> 0", "adam_epsilon")
         self._require(lambda v: v >= 0, ">= 0", "save_total_limit")
+        if self.master_weights == "bfloat16" and self.mixed_precision != "bf16":
+            self._bad("master_weights", f"bfloat16 needs training.mixed_precision: bf16, got "
+                                        f"{self.mixed_precision} (the forward runs in the weights' dtype)")
 
 
 @dataclass

@@ -159,7 +159,7 @@ def check_data_dir(source: str) -> None:
 
 
 def describe_memory(cfg) -> str:
-    from ..model.memory import GiB, device_memory_bytes, predict_memory
+    from ..model.memory import OVERHEAD, GiB, device_memory_bytes, predict_memory
 
     p = predict_memory(cfg)
     t = cfg.training
@@ -170,9 +170,12 @@ def describe_memory(cfg) -> str:
         f"predicted peak memory: {g(p['peak'])} for batch {t.batch_size} x {t.max_seq_length} tokens "
         f"({t.mixed_precision}, gradient_checkpointing={str(p['gradient_checkpointing']).lower()}, "
         f"accumulation {t.gradient_accumulation_steps})",
-        f"  weights {g(p['weights'])}, gradients {g(p['gradients'])}, AdamW {g(p['optimizer'])}, "
+        f"  weights {g(p['weights'])} (master_weights {t.master_weights}), gradients {g(p['gradients'])}, "
+        f"{t.optimizer} state {g(p['optimizer'])} ({t.optimizer_state_dtype}), "
         f"activations {g(p['activations'])} (without checkpointing {g(p['activations_no_checkpointing'])}, "
         f"with {g(p['activations_checkpointing'])}), logits {g(p['logits'])}",
+        f"  peak = {OVERHEAD:.2f} x max(forward/backward {g(p['forward_backward'])}, "
+        f"optimizer step {g(p['optimizer_step'])})",
         f"device memory: {g(device_memory_bytes())}",
     ])
 

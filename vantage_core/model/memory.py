@@ -2,11 +2,15 @@
 
 The model is the one the trainer actually runs (vantage_core/train/trainer.py):
 
-* weights: fp32 master weights always (4 B/param); with ``mixed_precision`` bf16/fp16 the
-  forward/backward runs on a 2 B/param working copy made inside the step.
-* gradients: fp32 (4 B/param), plus a second fp32 buffer when gradients are accumulated
-  over micro-batches (``gradient_accumulation_steps > 1``).
-* AdamW state: two fp32 moments (8 B/param).
+* weights: fp32 master weights (4 B/param); with ``mixed_precision`` bf16/fp16 the
+  forward/backward runs on a 2 B/param working copy made inside the step. With
+  ``master_weights: bfloat16`` the parameters are bf16 (2 B/param) and there is no copy.
+* gradients: in the parameters' dtype (4 or 2 B/param), plus a second buffer of the same
+  dtype when gradients are accumulated over micro-batches (``gradient_accumulation_steps >
+  1``: the running sum and one micro-batch's gradients; activations of one micro-batch).
+* optimizer state, in ``optimizer_state_dtype`` (4 or 2 B/element): AdamW's m and v (2
+  elements/param); Adafactor's factored second moments (rows + columns of each matrix, the
+  full size of each vector; no first moment).
 * activations kept for the backward pass of one micro-batch of ``batch_size`` sequences of
   ``max_seq_length`` tokens, per layer: attention inputs/outputs and q/k/v, the attention
   probabilities (MLX's CPU/VJP path materializes [B, H, L, L] scores and probabilities),
@@ -81,6 +85,38 @@ def _activation_bytes_per_layer(cfg: Config, tokens: int, seq: int, fused_attent
             "moe": int(tokens * (router + moe + moe_drop - D * b))}
 
 
+def adafactor_state_elements(m) -> int:
+    """Elements of Adafactor's state for the model of ModelConfig `m` (vantage_core/model's
+    parameter shapes): a tensor [..., r, c] keeps [..., r] + [..., c], a vector its full size."""
+    D, H, KV, E, F, V = (m.hidden_size, m.num_attention_heads, m.num_key_value_heads,
+                         m.num_experts, m.intermediate_size, m.vocab_size)
+    hd = D // H
+    attn = (H * hd + D) * 2 + (KV * hd + D) * 2            # q, o; k, v
+    experts = 3 * E * (F + D)                                # gate/up [E, F, D], down [E, D, F]
+    per_layer = attn + experts + (E + D) + 2 * D             # router [E, D], two norms
+    tables = (V + D) * (1 if m.tie_word_embeddings else 2)
+    return m.num_layers * per_layer + tables + D
+
+
+def state_bytes(cfg: Config) -> dict[str, int]:
+    """Bytes of the weights, gradients and optimizer state (no activations) for `cfg`."""
+    m, t = cfg.model, cfg.training
+    P = count_parameters(m)["total"]
+    b = _BYTES[t.mixed_precision]
+    w = _BYTES["bf16"] if t.master_weights == "bfloat16" else 4
+    weights = w * P + (b * P if b != w else 0)            # masters (+ compute copy)
+    gradients = w * P * (2 if t.gradient_accumulation_steps > 1 else 1)
+    s = 2 if t.optimizer_state_dtype == "bfloat16" else 4
+    elems = adafactor_state_elements(m) if t.optimizer == "adafactor" else 2 * P
+    return {"weights": int(weights), "gradients": int(gradients), "optimizer": int(s * elems),
+            "masters": int(w * P), "gradient_buffer": int(w * P)}
+
+
+def largest_parameter(m) -> int:
+    """Elements of the model's largest parameter tensor (embedding/LM head or one expert stack)."""
+    return max(m.vocab_size * m.hidden_size, m.num_experts * m.intermediate_size * m.hidden_size)
+
+
 def predict_memory(cfg: Config, *, fused_attention: Optional[bool] = None,
                    seq_length: Optional[int] = None) -> dict[str, Any]:
     """Bytes of each part of the training peak for `cfg` (one micro-batch of batch_size x
@@ -93,9 +129,8 @@ def predict_memory(cfg: Config, *, fused_attention: Optional[bool] = None,
     params = count_parameters(m)
     P = params["total"]
     b = _BYTES[t.mixed_precision]
-    weights = 4 * P + (b * P if b != 4 else 0)           # fp32 masters (+ compute copy)
-    gradients = 4 * P * (2 if t.gradient_accumulation_steps > 1 else 1)
-    optimizer = 8 * P                                    # AdamW m and v, fp32
+    st = state_bytes(cfg)
+    weights, gradients, optimizer = st["weights"], st["gradients"], st["optimizer"]
     seq = min(t.max_seq_length, seq_length) if seq_length else t.max_seq_length
     tokens = t.batch_size * seq
     fused = _fused_attention_default() if fused_attention is None else fused_attention
@@ -116,7 +151,24 @@ def predict_memory(cfg: Config, *, fused_attention: Optional[bool] = None,
     # with training.loss_chunk_rows, one chunk's worth is alive at a time.
     rows = min(tokens, t.loss_chunk_rows) if t.loss_chunk_rows else tokens
     logits = rows * m.vocab_size * (b + 4 + 4)
-    peak = int(OVERHEAD * (weights + gradients + optimizer + activations + logits))
+    # The optimizer step (after the backward pass; no activations, one gradient buffer). The
+    # compiled update (training.compile) writes new parameters and new state while the old are
+    # still held by the model and the optimizer (no buffer donation): masters + state twice.
+    # Uncompiled, a float32 update donates the old buffers (in place); a bf16 one (train/optim.py
+    # evaluates it tensor by tensor) keeps the old parameters until the model takes the new.
+    # A float32 update of bf16 state or weights upcasts parameter, gradient, m and v of one
+    # tensor at a time: 4 float32 copies of the largest. (Measured: docs/training.md.)
+    masters = st["masters"]
+    update = masters + st["gradient_buffer"] + optimizer
+    lean = t.master_weights != "float32" or t.optimizer_state_dtype != "float32"
+    if t.compile:
+        update += masters + optimizer
+    elif lean:
+        update += masters
+    if lean:
+        update += 4 * 4 * largest_parameter(m)
+    train_peak = weights + gradients + optimizer + activations + logits
+    peak = int(OVERHEAD * max(train_peak, update))
     return {
         "total_params": P,
         "active_params": params["active"],
@@ -127,12 +179,17 @@ def predict_memory(cfg: Config, *, fused_attention: Optional[bool] = None,
         "activations_no_checkpointing": int(act_full),
         "activations_checkpointing": int(act_ckpt),
         "logits": int(logits),
+        "forward_backward": int(train_peak),
+        "optimizer_step": int(update),
         "peak": peak,
         "gradient_checkpointing": bool(ckpt),
         "fused_attention": bool(fused),
         "tokens_per_micro_batch": tokens,
         "seq_length": seq,
         "mixed_precision": t.mixed_precision,
+        "optimizer_name": t.optimizer,
+        "optimizer_state_dtype": t.optimizer_state_dtype,
+        "master_weights": t.master_weights,
     }
 
 
@@ -204,11 +261,28 @@ def check_fits(cfg: Config, *, limit_bytes: Optional[int] = None,
         remedies.append("training.mixed_precision=bf16")
     if pred["seq_length"] > 256:
         remedies.append(f"training.max_seq_length={pred['seq_length'] // 2}")
+    lean = {}
+    if t.master_weights != "bfloat16" and t.mixed_precision == "bf16":
+        lean["master_weights"] = "bfloat16"
+    if t.optimizer_state_dtype != "bfloat16":
+        lean["optimizer_state_dtype"] = "bfloat16"
+    if t.optimizer != "adafactor":
+        lean["optimizer"] = "adafactor"
+    for key, value in lean.items():   # the lean-memory keys (docs/training.md), each with its peak
+        alt = predict_memory(cfg.replace(training={key: value}), fused_attention=fused_attention,
+                             seq_length=seq_length)["peak"]
+        if alt < 0.95 * pred["peak"]:
+            remedies.append(f"training.{key}={value} ({_gib(alt)})")
+        else:
+            lean[key] = None
+    lean = {k: v for k, v in lean.items() if v is not None}
     states = pred["weights"] + pred["gradients"] + pred["optimizer"]
-    detail = (f"{pred['total_params'] / 1e9:.2f}B params: weights+gradients+AdamW "
+    detail = (f"{pred['total_params'] / 1e9:.2f}B params: weights+gradients+{t.optimizer} "
               f"{_gib(states)}, activations {_gib(pred['activations'])}, logits {_gib(pred['logits'])}")
     if states * OVERHEAD > limit:
-        hint = "the model's weights and optimizer state alone exceed it: use a smaller model config"
+        hint = ("the model's weights and optimizer state alone exceed it: use a smaller model config"
+                + (" or " + ", ".join(r for r in remedies if r.split("=")[0].split(".")[1] in lean)
+                   if lean else ""))
     else:
         hint = "try " + ", ".join(remedies) if remedies else "use a smaller model config"
     raise MemoryBudgetError(

@@ -72,7 +72,16 @@ FP16_LOSS_SCALE = 1024.0
 
 
 def _cast_tree(tree, dtype):
-    return tree_map(lambda p: p.astype(dtype) if mx.issubdtype(p.dtype, mx.floating) else p, tree)
+    # Parameters already in `dtype` (training.master_weights: bfloat16) are used as they are: no copy.
+    return tree_map(lambda p: p.astype(dtype) if mx.issubdtype(p.dtype, mx.floating) and p.dtype != dtype
+                    else p, tree)
+
+
+def to_master_dtype(model, cfg: Config) -> None:
+    """training.master_weights: bfloat16 stores the parameters themselves in bf16 (no float32
+    masters; the optimizer rounds each update stochastically, train/optim.py)."""
+    if cfg.training.master_weights == "bfloat16":
+        model.update(_cast_tree(model.parameters(), mx.bfloat16))
 
 
 class compute_precision:
@@ -414,6 +423,7 @@ def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
     mx.random.seed(t.seed)
     random.seed(t.seed)
     model = build_model(cfg)
+    to_master_dtype(model, cfg)
     optimizer = make_optimizer(t)
     batcher = (Batcher(len(data.train), t.seed, [len(s.ids) for s in data.train], t.batch_size)
                if t.group_by_length else Batcher(len(data.train), t.seed))
@@ -422,9 +432,11 @@ def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
     if init:
         _check_init_source(init, cfg, data)
         load_weights(model, init, seed=t.seed)
+        to_master_dtype(model, cfg)
         log.info("initialized weights from %s (weights only: step 0, fresh optimizer)", init)
     if resume_from:
         load_weights(model, resume_from)
+        to_master_dtype(model, cfg)
         st = load_state(resume_from)
         if st.get("step") is not None and (find_checkpoint(resume_from) / "optimizer.safetensors").is_file():
             optimizer.init(model.trainable_parameters())
@@ -468,6 +480,7 @@ def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
                 loss, (ce, aux, z, dropped, cnt), grads = micro_c(inp, pos, tgt, w, mx.array(1.0 / accum))
                 grads_acc = grads if grads_acc is None else tree_map(mx.add, grads_acc, grads)
                 mx.eval(grads_acc, loss, ce, aux, z, dropped, cnt)
+                del grads   # only the running sum outlives the micro-batch (memory.py counts two buffers)
                 loss_sum += ce.item() / accum
                 aux_sum += aux.item() / accum
                 z_sum += z.item() / accum
