@@ -34,7 +34,7 @@ from runners.subprocess import run_subprocess
 from . import promote as _promote
 from . import worker as _worker
 from .dashboard import serve
-from .feasibility import parse_size
+from .feasibility import check_sweep_fits, parse_size
 from .objective import OBJECTIVES, TrialSpec, load_ref
 from .progress import SweepMonitor, wants_display
 from .settings import SweepSettings
@@ -312,7 +312,6 @@ def cmd_sweep(args) -> int:
         if ranges is not None and not isinstance(ranges, dict):
             raise VantageError(f"{args.ranges}: expected a mapping of parameter -> {{low, high, log}}")
     space.ranges(base, ranges)  # invalid spaces fail here, before any trial
-    from .feasibility import check_sweep_fits
     check_sweep_fits(space, base, ranges, max_memory, sweep=args.sweep)  # exit 2 before any study
     if args.objective_fn:
         load_ref(args.objective_fn)

@@ -413,7 +413,7 @@ def train(config: Config, data: PreparedData, callbacks: Iterable[Any] = (), *,
         if not any(isinstance(cb, JSONLSink) for cb in callbacks):
             callbacks.append(JSONLSink(out / "metrics.jsonl"))
         _write_status(out, "running")
-    diag = DiagnoseCallback()
+    diag = DiagnoseCallback(config=cfg.to_dict())   # remedies skip what the config already has
     history = HistoryRecorder()
     callbacks += [diag, history]
     limit = os.environ.get("VANTAGE_MEMORY_LIMIT_GB")
