@@ -312,7 +312,7 @@ def cmd_sweep(args) -> int:
         if ranges is not None and not isinstance(ranges, dict):
             raise VantageError(f"{args.ranges}: expected a mapping of parameter -> {{low, high, log}}")
     space.ranges(base, ranges)  # invalid spaces fail here, before any trial
-    check_sweep_fits(space, base, ranges, max_memory, sweep=args.sweep)  # exit 2 before any study
+    check_sweep_fits(space, base, ranges, args.max_memory, sweep=space.name)  # exit 2 before any study
     if args.objective_fn:
         load_ref(args.objective_fn)
     model_name = args.model if args.model in ("tiny", "small", "medium", "large") else Path(args.model).stem
