@@ -11,6 +11,16 @@ from vantage_core.config import config_from_dict
 from vantage_core.errors import ConfigError
 
 CASES = json.loads((Path(__file__).parent / "fixtures" / "config_cases.json").read_text())["cases"]
+# Choices added after the recording (issue 16's lean-memory keys): the recorded error lists the
+# allowed values of its day, so it gains the new ones at its end and changes in nothing else.
+ADDED_CHOICES = {"training.optimizer": ", adafactor"}
+
+
+def _expected(error: str) -> str:
+    for key, added in ADDED_CHOICES.items():
+        if f": {key}: " in error and " is not one of " in error:
+            return error + added
+    return error
 
 
 @pytest.mark.parametrize("start", range(0, len(CASES), 100))
@@ -19,7 +29,7 @@ def test_recorded_configs_give_the_same_error_or_values(start):
         if "error" in case:
             with pytest.raises(ConfigError) as e:
                 config_from_dict(case["input"], "run.yaml")
-            assert str(e.value) == case["error"], case["input"]
+            assert str(e.value) == _expected(case["error"]), case["input"]
         else:
             cfg = config_from_dict(case["input"], "run.yaml").to_dict()
             got = {s: {k: cfg[s][k] for k in kv} for s, kv in case["input"].items()}
