@@ -113,6 +113,8 @@ def make_demo_study(n_trials: int, *, storage=None, study_name: str = "demo-join
     mem = optuna.create_study(study_name=study_name, directions=directions,
                               sampler=optuna.samplers.RandomSampler(seed=seed),
                               pruner=optuna.pruners.MedianPruner(n_startup_trials=8, n_warmup_steps=40))
+    names = ["exact_match", "peak_memory"] if multi else ["exact_match"]
+    mem.set_metric_names(names)              # as studies.study.open_study names them
     mem.set_user_attr("sweep", "joint")
     mem.set_user_attr("model", "tiny")
     mem.set_user_attr("fingerprint", {"data_source": "synthetic", "objectives":
@@ -129,6 +131,7 @@ def make_demo_study(n_trials: int, *, storage=None, study_name: str = "demo-join
     if storage is None:
         return mem
     dst = optuna.create_study(study_name=study_name, storage=storage, directions=directions)
+    dst.set_metric_names(names)
     for k, v in mem.user_attrs.items():
         dst.set_user_attr(k, v)
     dst.add_trials(mem.get_trials(deepcopy=False))

@@ -8,7 +8,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from test_trainer_common import tiny_cfg, tiny_data
+from trainer_fixtures import tiny_cfg, tiny_data
 from vantage_core.cli.export import main as export_main
 from vantage_core.model import MoETransformer
 from vantage_core.eval.evaluate import evaluate

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from test_trainer_common import tiny_cfg, tiny_data
+from trainer_fixtures import tiny_cfg, tiny_data
 from vantage_core.cli.export import main as export_main
 from vantage_core.data.schema import serialize_schema
 from vantage_core.data.tokenizer import (VANTAGE_CHAT_TEMPLATE, SQLTokenizer, chat_user_message, encode_example,

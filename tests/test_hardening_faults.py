@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from test_hardening_common import (FAKE, REAL, SMALL_DATA, assert_checkpoints_intact, cli, env_with, finished_snapshot,
+from sweep_process_helpers import (FAKE, REAL, SMALL_DATA, assert_checkpoints_intact, cli, env_with, finished_snapshot,
                                    fsize_limit, load_study, one_error_line, pg_db, popen,  # noqa: F401
                                    terminate_backends, trial_child)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from test_trainer_common import losses, tiny_cfg, tiny_data
+from trainer_fixtures import losses, tiny_cfg, tiny_data
 from vantage_core.cli.export import main as export_main
 from vantage_core.data.prepare import init_tokenizer, prepare_data
 from vantage_core.errors import CheckpointError, DataError
@@ -18,7 +18,7 @@ from vantage_core.eval.evaluate import evaluate
 from vantage_core.train.trainer import train
 from vantage_core.weights import load_weights
 
-# The tiny model in Hugging Face terms (tests/test_trainer_common.py: configs/tiny_model.yaml).
+# The tiny model in Hugging Face terms (tests/trainer_fixtures.py: configs/tiny_model.yaml).
 TINY_HF = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2, vocab_size=2048,
                max_position_embeddings=512, rope_theta=10000.0, rms_norm_eps=1e-5,

@@ -10,7 +10,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from test_trainer_common import batch, tiny_cfg, tiny_data
+from trainer_fixtures import batch, tiny_cfg, tiny_data
 from vantage_core.config import load_config
 from vantage_core.errors import ConfigError
 from vantage_core.model import build_model

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from test_hardening_common import FAKE, cli, load_study, pg_db, popen, terminate_backends  # noqa: F401
+from sweep_process_helpers import FAKE, cli, load_study, pg_db, popen, terminate_backends  # noqa: F401
 
 pytestmark = pytest.mark.integration
 

@@ -164,7 +164,7 @@ def test_sorted_exact_path_equals_gather_forward_and_gradients(k, skewed):
 def test_sorted_training_steps_match_no_drop_capacity():
     """Three optimizer steps of the tiny model: moe_impl sorted (uncompiled MoE, exact sizes)
     follows the same loss curve as the compiled capacity path at a no-drop factor E/k."""
-    from test_trainer_common import tiny_cfg, tiny_data
+    from trainer_fixtures import tiny_cfg, tiny_data
     from vantage_core.model import MoETransformer
     from vantage_core.train.optim import make_optimizer
     from vantage_core.train.trainer import make_batch, make_train_step

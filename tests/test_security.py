@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from test_hardening_common import FAKE, cli, env_with, popen
+from sweep_process_helpers import FAKE, cli, env_with, popen
 
 pytestmark = pytest.mark.integration
 

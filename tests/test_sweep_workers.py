@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from test_hardening_common import pg_db  # noqa: F401  (fixture)
+from sweep_process_helpers import pg_db  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ def popen(tmp, *args, env=None):
 
 @pytest.fixture
 def pg_url(pg_db):
-    """A fresh PostgreSQL database (the shared fixture in test_hardening_common), as a URL."""
+    """A fresh PostgreSQL database (the shared fixture in sweep_process_helpers), as a URL."""
     return pg_db[0]
 
 

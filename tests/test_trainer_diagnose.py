@@ -87,7 +87,7 @@ def test_prediction_bounds_the_measured_tiny_peak():
     """The prediction (all sequences at max_seq_length) is an upper bound of the measured
     peak of a real tiny training step, and not absurdly loose."""
     import mlx.core as mx
-    from test_trainer_common import tiny_cfg, tiny_data
+    from trainer_fixtures import tiny_cfg, tiny_data
     from vantage_core.model import build_model
     from vantage_core.train.trainer import make_batch, value_and_grad_mp
     cfg = tiny_cfg(training={"batch_size": 8, "max_seq_length": 256})

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten, tree_map
 
-from test_trainer_common import batch, max_abs_diff, tiny_cfg, tiny_data
+from trainer_fixtures import batch, max_abs_diff, tiny_cfg, tiny_data
 from vantage_core.model import MoETransformer
 from vantage_core.train.optim import lr_at
 from vantage_core.model import build_model

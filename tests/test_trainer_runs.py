@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_trainer_common import CHEAP_EVAL, SMALL_DATA, losses, tiny_cfg, tiny_data
+from trainer_fixtures import CHEAP_EVAL, SMALL_DATA, losses, tiny_cfg, tiny_data
 from vantage_core.cli.train import main as train_main
 from vantage_core.eval.evaluate import evaluate
 from vantage_core.train.trainer import train

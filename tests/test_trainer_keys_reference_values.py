@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from test_trainer_common import batch, losses, tiny_cfg, tiny_data
+from trainer_fixtures import batch, losses, tiny_cfg, tiny_data
 from vantage_core.model import MoETransformer, count_parameters
 from vantage_core.train.optim import lr_at, make_optimizer
 from vantage_core.eval.evaluate import evaluate
