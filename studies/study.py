@@ -11,7 +11,7 @@ from typing import Any
 import optuna
 
 from search_spaces import SearchSpace
-from vantage_core.config import Config
+from vantage_core.config import Config, config_from_dict
 from vantage_core.errors import StorageError, VantageError
 
 from .pruning import TieBreakHyperbandPruner, TieBreakMedianPruner, TieBreakSuccessiveHalvingPruner
@@ -114,6 +114,20 @@ def fingerprint_diff(old: dict, new: dict, old_cfg: dict | None = None, new_cfg:
     return out
 
 
+_ABSENT = object()
+
+
+def _only_keys_added_at_default(old: dict, new: dict, old_cfg: dict | None, new_cfg: dict | None) -> bool:
+    """Whether two fingerprints differ only because the base config gained keys (a newer
+    Vantage's config sections) that the old one lacks and that sit at their defaults."""
+    if not old_cfg or not new_cfg or any(old.get(k) != new.get(k) for k in set(old) | set(new) if k != "base_config"):
+        return False
+    a, b = _flat(old_cfg), _flat(new_cfg)
+    defaults = _flat(config_from_dict({}).to_dict())
+    diff = [k for k in set(a) | set(b) if a.get(k, _ABSENT) != b.get(k, _ABSENT)]
+    return bool(diff) and all(k not in a and k in defaults and b.get(k, _ABSENT) == defaults[k] for k in diff)
+
+
 def base_config_without_searched(space: SearchSpace, base: Config, steps_per_trial: int | None) -> dict:
     cfg = base.to_dict()
     for key in space.searched_keys(base):
@@ -161,7 +175,12 @@ def open_study(storage, study_name: str, directions: list[str], sampler, pruner,
                                f"{directions}; use another --study-name")
         study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
         old = study.user_attrs.get("fingerprint")
-        if old and old != fingerprint:
+        if old and old != fingerprint and _only_keys_added_at_default(
+                old, fingerprint, study.user_attrs.get(SETTINGS_ATTR, {}).get("base_config"), base_config_dict):
+            # Config keys added since the study was made, at their defaults: the same setup.
+            log.info("study %s: base config gained keys at their defaults since it was made; same setup", study_name)
+            study.set_user_attr("fingerprint", fingerprint)
+        elif old and old != fingerprint:
             changed = fingerprint_diff(old, fingerprint, study.user_attrs.get(SETTINGS_ATTR, {}).get("base_config"),
                                        base_config_dict)
             if not accept_mismatch:
