@@ -16,7 +16,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from ..errors import ConfigError, VantageError
 
@@ -104,32 +104,21 @@ def _number(kind: Callable, text: str, what: str):
     return v
 
 
-def positive_int(text: str) -> int:
-    v = _number(int, text, "an integer")
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
-    return v
+def _checked(name: str, kind: Callable, what: str, ok: Callable, rule: str, fmt: str = "") -> Callable[[str], Any]:
+    """An argparse `type=`: parse `text` as `kind`, then require `ok(value)` ("must be RULE, got V")."""
+    def check(text: str):
+        v = _number(kind, text, what)
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {v:{fmt}}")
+        return v
+    check.__name__ = name
+    return check
 
 
-def nonnegative_int(text: str) -> int:
-    v = _number(int, text, "an integer")
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
-
-def positive_float(text: str) -> float:
-    v = _number(float, text, "a number")
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {v:g}")
-    return v
-
-
-def port(text: str) -> int:
-    v = _number(int, text, "a port number")
-    if not 0 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0-65535 (0 picks a free port), got {v}")
-    return v
+positive_int = _checked("positive_int", int, "an integer", lambda v: v > 0, "> 0")
+nonnegative_int = _checked("nonnegative_int", int, "an integer", lambda v: v >= 0, ">= 0")
+positive_float = _checked("positive_float", float, "a number", lambda v: v > 0, "> 0", "g")
+port = _checked("port", int, "a port number", lambda v: 0 <= v <= 65535, "0-65535 (0 picks a free port)")
 
 
 def one_of(choices, what: str) -> Callable[[str], str]:
